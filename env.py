@@ -1,0 +1,94 @@
+"""
+The spatial navigation task of the NMDA paper (after TEM-t, Whittington et al. 2022).
+
+An L x L grid; every node carries one of n_obs sensory tokens, drawn uniformly and independently.
+One such assignment is a map. N familiar maps are drawn once from the seed and kept for the whole
+run (reference memory can learn them); novel maps are drawn fresh for every walk from the walk's
+random stream and never trained on.
+
+A random walk moves at every step to a node drawn uniformly from {stay} + grid neighbours, so a
+corner stays with probability 1/3, an edge node 1/4, an interior node 1/5. With n_actions = 4
+there is no "stay" and the move is uniform over the neighbours.
+
+Node index = row * size + column; row 0 is the top (north) row.
+"""
+
+import torch
+
+# (d_row, d_col) of each action. With 5 actions: 0 stay, 1 east, 2 south, 3 north, 4 west.
+MOVES = ((0, 0), (0, 1), (1, 0), (-1, 0), (0, -1))
+ACTION_NAMES = ("stay", "east", "south", "north", "west")
+
+
+class GridWorld:
+    def __init__(self, size=11, n_obs=10, num_maps=32, n_actions=5, seed=0, device="cpu"):
+        if size < 2:
+            raise ValueError(f"size must be >= 2, got {size}")
+        if n_obs < 2:
+            raise ValueError(f"n_obs must be >= 2, got {n_obs}")
+        if num_maps < 1:
+            raise ValueError(f"num_maps must be >= 1, got {num_maps}")
+        if n_actions not in (4, 5):
+            raise ValueError(f"n_actions must be 4 or 5, got {n_actions}")
+        self.size, self.n_obs, self.num_maps, self.n_actions = size, n_obs, num_maps, n_actions
+        self.n_nodes = size * size
+        self.device = torch.device(device)
+        self.action_names = ACTION_NAMES[5 - n_actions:]
+
+        # The familiar maps: a pure function of the seed, so a checkpoint's args rebuild them.
+        g = torch.Generator().manual_seed(seed)
+        self.maps = torch.randint(n_obs, (num_maps, self.n_nodes), generator=g).to(self.device)
+
+        # next_node[node, action] = the node the action leads to, or -1 where it leaves the grid.
+        row, col = torch.arange(self.n_nodes) // size, torch.arange(self.n_nodes) % size
+        nxt = []
+        for dr, dc in MOVES[5 - n_actions:]:
+            r, c = row + dr, col + dc
+            inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
+            nxt.append(torch.where(inside, r * size + c, -1))
+        self.next_node = torch.stack(nxt, 1).to(self.device)  # (n_nodes, n_actions)
+
+        # The default stream of walks (training); pass your own generator for anything else.
+        self.generator = torch.Generator(self.device).manual_seed(seed + 1)
+
+    def walk(self, batch, steps, novel=False, map_id=None, generator=None):
+        """Random walks of `steps` moves, all batch elements at once.
+
+        Returns obs (B, steps+1), act (B, steps), pos (B, steps+1), map_id (B,) with obs[:, t]
+        the token at pos[:, t] and act[:, t] the move from pos[:, t] to pos[:, t+1].
+        For novel walks every walk gets its own fresh map and map_id is -1.
+        map_id (an int or a (B,) tensor) fixes the familiar map of every walk."""
+        g = self.generator if generator is None else generator
+        dev = self.device
+        if novel:
+            maps = torch.randint(self.n_obs, (batch, self.n_nodes), generator=g, device=dev)
+            map_id = torch.full((batch,), -1, device=dev)
+        else:
+            if map_id is None:
+                map_id = torch.randint(self.num_maps, (batch,), generator=g, device=dev)
+            map_id = torch.as_tensor(map_id, device=dev).expand(batch).clone()
+            maps = self.maps[map_id]  # (B, n_nodes)
+        pos = torch.empty(batch, steps + 1, dtype=torch.long, device=dev)
+        pos[:, 0] = torch.randint(self.n_nodes, (batch,), generator=g, device=dev)
+        # The arg-max of i.i.d. uniforms over the legal moves is a uniform draw among them.
+        u = torch.rand(batch, steps, self.n_actions, generator=g, device=dev)
+        act = torch.empty(batch, steps, dtype=torch.long, device=dev)
+        for t in range(steps):  # a loop over time, never over the batch
+            options = self.next_node[pos[:, t]]  # (B, n_actions)
+            act[:, t] = u[:, t].masked_fill(options < 0, -1.0).argmax(-1)
+            pos[:, t + 1] = options.gather(1, act[:, t, None]).squeeze(1)
+        obs = maps.gather(1, pos)  # (B, steps+1)
+        return obs, act, pos, map_id
+
+
+def visited_in_context(pos, context):
+    """(B, steps) bool: True where pos[:, t+1] is among pos[:, max(0, t-context+1) : t+1].
+
+    These are the working-memory (WM) steps: the answer is in the model's context. The others are
+    reference-memory (RM) steps: only what the weights learned about the map can answer them."""
+    target = pos[:, 1:]  # (B, steps)
+    seen = torch.zeros_like(target, dtype=torch.bool)
+    for lag in range(min(context, target.shape[1])):
+        # compare pos[:, t+1] with pos[:, t-lag] wherever t-lag >= 0
+        seen[:, lag:] |= target[:, lag:] == pos[:, : pos.shape[1] - 1 - lag]
+    return seen

@@ -1,0 +1,65 @@
+"""
+The NMDA-receptor-like activation (Kim et al., NeurIPS 2023) and the registry of activations
+that the feed-forward layer of model.py can use.
+
+The NMDA receptor passes a current I = g * B(V) * (V - E) with E ~ 0 mV and the Mg2+ block
+B(V) = 1 / (1 + [Mg2+]/3.57mM * exp(-0.062 V))  (Jahr & Stevens, 1990). Replacing V by the
+pre-activation x gives
+
+    NMDA_{alpha,beta}(x) = x / (1 + alpha * exp(-beta * x)) = x * sigmoid(beta * x - ln alpha)
+
+alpha plays [Mg2+] (alpha = 0: no block, the identity), beta the steepness.
+alpha = 1, beta = 1 is exactly SiLU/Swish; alpha = 1, beta = 1.702 is close to GELU.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+
+def nmda(x, alpha=1.0, beta=1.0):
+    """x / (1 + alpha * exp(-beta * x)), written as x * sigmoid(beta * x - ln alpha).
+
+    The sigmoid form never evaluates exp of a large argument, so it is finite for any finite x
+    (|x| = 1e4 and beyond) and any alpha in (0, 1e6], in float32 and in bf16."""
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if alpha == 0:
+        return x  # no Mg2+ block: a linear unit
+    return x * torch.sigmoid(beta * x - math.log(alpha))
+
+
+class NMDA(nn.Module):
+    def __init__(self, alpha=1.0, beta=1.0):
+        super().__init__()
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def forward(self, x):
+        return nmda(x, self.alpha, self.beta)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}, beta={self.beta}"
+
+
+# One place that maps an activation name to a module. alpha and beta only shape NMDA.
+ACTIVATIONS = {
+    "nmda": lambda alpha, beta: NMDA(alpha, beta),
+    "gelu": lambda alpha, beta: nn.GELU(),
+    "relu": lambda alpha, beta: nn.ReLU(),
+    "swish": lambda alpha, beta: nn.SiLU(),
+    "silu": lambda alpha, beta: nn.SiLU(),
+    "linear": lambda alpha, beta: nn.Identity(),
+    "sigmoid": lambda alpha, beta: nn.Sigmoid(),
+    "tanh": lambda alpha, beta: nn.Tanh(),
+    "leaky_relu": lambda alpha, beta: nn.LeakyReLU(0.01),
+    "elu": lambda alpha, beta: nn.ELU(),
+}
+
+
+def make_activation(name, alpha=1.0, beta=1.0):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name](alpha, beta)
