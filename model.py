@@ -167,3 +167,18 @@ class Model(nn.Module):
             rec["ffn"] = [h[:, T:] for h in inner["ffn"]]
             rec["att"] = [a[:, :, T:, :T] for a in inner["att"]]
         return self.head(self.ln_f(x[:, T:]))  # (B, T, n_obs)
+
+    def flops_per_step(self, batch, T):
+        """Model FLOPs of one training step on `batch` walks of T predictions: forward + backward,
+        counted as 3x the forward's matrix multiplies (2 FLOPs per multiply-add), as in the
+        PaLM/nanoGPT MFU estimate. Only useful work counts: attention over the keys each token
+        may see, not the masked-out rest of the (2T x 2T) score matrix."""
+        c = self.cfg
+        d, S = c.d_model, 2 * T  # T observation tokens + T query tokens
+        qkv = S * (d // 2) * 3 * d if c.tem_t else S * d * 3 * d  # tem_t: q, k, v from halves
+        per_layer = qkv + S * d * d + 2 * S * d * c.d_ff  # q/k/v, output projection, feed-forward
+        keys = T + sum(min(t + 1, c.context) + 1 for t in range(T))  # each token's visible keys
+        per_layer += 2 * keys * d  # scores q.k and the weighted sum of v
+        g = T * c.n_actions * c.d_rnn ** 2 + (T + 1) * c.d_rnn * d // 2  # path integration, g_proj
+        forward = 2 * (c.n_layer * per_layer + g + T * d * c.n_obs)  # + read-out
+        return 3 * forward * batch

@@ -247,3 +247,18 @@ def test_the_command_line_reports_bad_input_in_one_line():
                        text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "train.py: error: --alpha must be in [0, 1e6] (got -1.0)"]
+
+
+def test_two_process_data_parallel_gives_the_same_losses(tmp_path):
+    argv = TINY + ["--max_iters", "6", "--eval_interval", "3", "--dropout", "0", "--seed", "3"]
+    train.main(argv + ["--out_dir", str(tmp_path / "one")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "train.py", *argv, "--out_dir", str(tmp_path / "two")],
+                       cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert [r["step"] for r in two] == ["3", "6"]
+    for a, b in zip(one, two):
+        for k in ("loss", "wm_error", "rm_error"):
+            assert abs(float(a[k]) - float(b[k])) < 1e-4, (k, a[k], b[k])

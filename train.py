@@ -42,7 +42,9 @@ PRESETS = {
                   max_iters=3000, eval_interval=250, eval_walks=256),
 }
 # Flags a resumed run may change; every other setting comes from the checkpoint.
-RESUMABLE = ("max_iters", "eval_interval", "device", "dtype", "compile", "resume", "out_dir")
+RESUMABLE = ("max_iters", "eval_interval", "device", "dtype", "compile", "resume", "out_dir", "bench")
+# Dense bf16 peak FLOP/s of the GPUs whose MFU we report (NVIDIA data sheets, SXM parts).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def die(msg):
@@ -92,6 +94,9 @@ def parse_args(argv=None):
     a("--out_dir", default="out", help="where ckpt.pt and log.csv go")
     a("--resume", action="store_true", help="continue from out_dir/ckpt.pt")
     a("--overwrite", action="store_true", help="start afresh even if out_dir/ckpt.pt exists")
+    a("--bench", type=int, default=0, metavar="N",
+      help="benchmark instead of training: time N training steps after warm-up, one pass against "
+           "prefix by prefix, and print predictions/s, tokens/s, step time, peak memory and MFU")
     return p.parse_args(argv)
 
 
@@ -188,6 +193,45 @@ def evaluate(model, env, args, ctx):
     return out
 
 
+def bench(args, next_batch, train_step, flops_per_step, peak, device):
+    """Time the training step after warm-up: one pass over walk_len steps against one pass per
+    prefix (a window of `context` observations predicting its last step, as the official
+    release trains). Prints medians; MFU against the GPU's dense bf16 peak."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def timed(step_fn, n):
+        for _ in range(min(n, 5)):  # warm-up (and compilation)
+            step_fn()
+        times = []
+        for _ in range(n):
+            sync()
+            t = time.perf_counter()
+            step_fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[n // 2]
+
+    batch = next_batch()
+    T, W, B = args.walk_len, min(args.context, args.walk_len), batch[0].shape[0]
+    one = timed(lambda: train_step(*batch), args.bench)
+    # prefix by prefix: observations t-W+1..t with g0 = g_{t-W+1}; the same function (see tests)
+    window = (batch[0][:, : W + 1], batch[1][:, :W], batch[2])
+    prefix = timed(lambda: train_step(*window, one_pass=False), args.bench)
+    rows = [("one pass", one, B * T, 2 * B * T), ("prefix by prefix", prefix, B, 2 * B * W)]
+    print(f"benchmark: {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
+          f"batch {B}, walk_len {T}, context {args.context}, d_model {args.d_model}, "
+          f"d_ff {args.d_ff}, {args.n_layer} layers; median of {args.bench} steps")
+    for name, sec, preds, tokens in rows:
+        mfu = f" | MFU {flops_per_step / sec / peak:6.1%}" if peak and name == "one pass" else ""
+        print(f"{name:>16}: {sec * 1000:8.2f} ms/step | {preds / sec:12,.0f} predictions/s | "
+              f"{tokens / sec:12,.0f} tokens/s{mfu}")
+    print(f"one pass / prefix by prefix: {(B * T / one) / (B / prefix):.1f}x the predictions per second")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+
+
 def main(argv=None):
     args = resolve(parse_args(argv))
     ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
@@ -197,7 +241,7 @@ def main(argv=None):
         cli = vars(args)
         args = argparse.Namespace(**{**ckpt["args"], **{k: cli[k] for k in RESUMABLE}})
         check(args)
-    elif os.path.exists(ckpt_path) and not args.overwrite:
+    elif os.path.exists(ckpt_path) and not args.overwrite and not args.bench:
         die(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to replace it, "
             "or another --out_dir")
 
@@ -232,6 +276,9 @@ def main(argv=None):
         if master:
             print(f"resuming {ckpt_path} at step {step}; settings from the checkpoint "
                   f"except {', '.join('--' + k for k in RESUMABLE[:5])}")
+    flops_per_step = model.flops_per_step(args.batch_size, args.walk_len)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
     raw_model = model
     if args.compile == "on":
         model = torch.compile(model)
@@ -258,6 +305,33 @@ def main(argv=None):
                         rng={"walks": env.generator.get_state(), "torch": torch.get_rng_state()})
 
     B = args.batch_size // world
+
+    def next_batch():
+        # Every process draws the same global batch and keeps its slice, so a run's numbers do
+        # not depend on how many processes share it.
+        obs, act, pos, _ = env.walk(args.batch_size, args.walk_len)
+        g0 = torch.randn(args.batch_size, args.d_rnn, generator=env.generator, device=device)
+        sl = slice(rank * B, (rank + 1) * B)
+        return obs[sl], act[sl], g0[sl] / math.sqrt(args.d_rnn)
+
+    def train_step(obs, act, g0, one_pass=True):
+        with ctx:
+            logits = model(obs[:, :-1], act, g0)  # (B, walk_len, n_obs): every step at once
+            if one_pass:
+                loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, 1:].flatten())
+            else:  # the last step only, as one pass per prefix trains
+                loss = F.cross_entropy(logits[:, -1].float(), obs[:, -1])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if args.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.detach()
+
+    if args.bench:
+        return bench(args, next_batch, train_step, flops_per_step, peak, device)
     loss_sum = torch.zeros((), device=device)  # accumulated on the device, read at log time
     n_loss, t0, t_start = 0, time.time(), time.time()
     elapsed0 = 0.0
@@ -267,27 +341,15 @@ def main(argv=None):
         elapsed0 = float(rows[-1]["elapsed_s"]) if rows else 0.0
     try:
         while step < args.max_iters:
-            # Every process draws the same global batch and keeps its slice, so a run's numbers
-            # do not depend on how many processes share it.
-            obs, act, pos, _ = env.walk(args.batch_size, args.walk_len)
-            g0 = torch.randn(args.batch_size, args.d_rnn, generator=env.generator, device=device)
-            sl = slice(rank * B, (rank + 1) * B)
-            obs, act, g0 = obs[sl], act[sl], g0[sl] / math.sqrt(args.d_rnn)
-            with ctx:
-                logits = model(obs[:, :-1], act, g0)  # (B, walk_len, n_obs)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, 1:].flatten())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if args.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach()
+            loss = train_step(*next_batch())
+            loss_sum += loss
             n_loss += 1
             step += 1
 
             if step % args.eval_interval == 0 or step == args.max_iters:
+                if ddp:
+                    torch.distributed.all_reduce(loss_sum)  # every process's slice: the global loss
+                    loss_sum /= world
                 mean_loss = loss_sum.item() / n_loss  # the one host-device sync per interval
                 if not math.isfinite(mean_loss):
                     print(f"train.py: the loss is {mean_loss} near step {step}; stopped. The last "
@@ -301,9 +363,10 @@ def main(argv=None):
                     checkpoint()
                     elapsed = elapsed0 + time.time() - t_start
                     eta = ms * (args.max_iters - step) / 1000
+                    mfu = f" | MFU {flops_per_step / (ms / 1000) / peak:.1%}" if peak else ""
                     print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM "
                           f"{m['wm_error']:.3f} RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} "
-                          f"RM {m['novel_rm_error']:.3f} | {ms:.1f} ms/step | ETA {eta / 60:.1f} min", flush=True)
+                          f"RM {m['novel_rm_error']:.3f} | {ms:.1f} ms/step{mfu} | ETA {eta / 60:.1f} min", flush=True)
                     new = not os.path.exists(log_path)
                     with open(log_path, "a", newline="") as f:
                         w = csv.writer(f)
