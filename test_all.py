@@ -1,15 +1,18 @@
 """Tests: each asserts one property that matters. Run with: python -m pytest -q test_all.py"""
 
 import csv
+import json
 import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import analyze
 import train
 from env import GridWorld, visited_in_context
 from model import Model, ModelConfig
@@ -120,21 +123,23 @@ def test_visited_in_context_on_hand_made_walks():
 
 # ---- model.py -----------------------------------------------------------------------------------
 
-def tiny_model(**kw):
+def tiny_model(context=5, d_model=32, d_ff=64, d_rnn=16, **kw):
     torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=2, n_head=2, d_model=32, d_ff=64, d_rnn=16, context=5, dropout=0.0, **kw)
-    return Model(cfg).eval()
+    cfg = ModelConfig(n_layer=2, n_head=2, d_model=d_model, d_ff=d_ff, d_rnn=d_rnn, context=context,
+                      dropout=0.0, **kw)
+    model = Model(cfg).eval()
+    with torch.no_grad():  # W_a starts at zero; make path integration do something
+        model.W_a.normal_(0, 0.3)
+    return model
 
 
 def walks(T=20, B=3):
-    # W_a is zero at init; give it weights so that actions matter in g
     return GridWorld(size=5, seed=0).walk(B, T)
 
 
 @pytest.mark.parametrize("tem_t", [False, True])
 def test_model_is_causal_and_sees_only_its_context(tem_t):
     model = tiny_model(tem_t=tem_t)
-    torch.nn.init.normal_(model.W_a, std=0.3)
     obs, act, _, _ = walks()
     obs, g0 = obs[:, :-1], torch.randn(3, 16)
     base = model(obs, act, g0)
@@ -153,7 +158,6 @@ def test_model_is_causal_and_sees_only_its_context(tem_t):
 
 def test_one_pass_equals_prefix_by_prefix():
     model = tiny_model()
-    torch.nn.init.normal_(model.W_a, std=0.3)
     obs, act, _, _ = walks(T=16)
     g0 = torch.randn(3, 16)
     one_pass = model(obs[:, :-1], act, g0)
@@ -262,3 +266,267 @@ def test_two_process_data_parallel_gives_the_same_losses(tmp_path):
     for a, b in zip(one, two):
         for k in ("loss", "wm_error", "rm_error"):
             assert abs(float(a[k]) - float(b[k])) < 1e-4, (k, a[k], b[k])
+
+
+# ---- analyze.py ---------------------------------------------------------------------------------
+
+SMALL = dict(d_model=16, d_ff=32, d_rnn=8)
+
+
+# ---- memory errors: fake predictors with known answers
+
+def oracle(obs, act, pos, maps):
+    return maps.gather(1, pos[:, 1:])  # reads the map at the target node
+
+
+def constant(obs, act, pos, maps):
+    return torch.zeros_like(act)
+
+
+def context_only(context):
+    """Returns the observation last seen at the target node if it is in the context, else token 0."""
+    def predict(obs, act, pos, maps):
+        target, pred = pos[:, 1:], torch.zeros_like(act)
+        found = torch.zeros_like(act, dtype=torch.bool)
+        for lag in range(context):  # nearest first
+            hit = torch.zeros_like(found)
+            hit[:, lag:] = target[:, lag:] == pos[:, : pos.shape[1] - 1 - lag]
+            hit &= ~found
+            pred[:, lag:] = torch.where(hit[:, lag:], obs[:, : obs.shape[1] - 1 - lag], pred[:, lag:])
+            found |= hit
+        return pred
+    return predict
+
+
+def rates(predict, novel, walks=256, walk_len=40, context=8):
+    env = GridWorld(size=5, n_obs=10, num_maps=3, seed=0)
+    gen = torch.Generator().manual_seed(7)
+    return analyze.error_rates(predict, env, context, walk_len, gen, novel, max_se=0, max_walks=walks, batch=100)
+
+
+@pytest.mark.parametrize("novel", [False, True])
+def test_oracle_has_zero_error_and_counts_every_step(novel):
+    r = rates(oracle, novel)
+    assert r["wm_error"] == 0 and r["rm_error"] == 0
+    assert r["walks"] == 256 and r["wm_steps"] + r["rm_steps"] == 256 * 40 and r["rm_steps"] > 0
+
+
+def test_constant_predictor_is_at_chance():
+    r = rates(constant, novel=True)
+    for k in ("wm", "rm"):
+        assert abs(r[f"{k}_error"] - 0.9) < 4 * r[f"{k}_error_se"], r
+
+
+def test_context_only_predictor_has_zero_wm_and_chance_rm_error():
+    r = rates(context_only(8), novel=True)
+    assert r["wm_error"] == 0
+    assert abs(r["rm_error"] - 0.9) < 4 * r["rm_error_se"], r
+
+
+def test_sampling_stops_once_standard_errors_are_small():
+    env, gen = GridWorld(size=5, num_maps=3), torch.Generator().manual_seed(0)
+    r = analyze.error_rates(oracle, env, 8, 40, gen, max_se=0.005, max_walks=10000, batch=50)
+    assert r["walks"] == 50  # zero error: SE 0 after the first batch
+    r = analyze.error_rates(constant, env, 8, 40, torch.Generator().manual_seed(0), True, 0.01, 10000, batch=20)
+    assert max(r["wm_error_se"], r["rm_error_se"]) < 0.01 and 20 < r["walks"] < 10000
+    # one batch fewer (the same walks) had not got there yet
+    r = analyze.error_rates(constant, env, 8, 40, torch.Generator().manual_seed(0), True, 0, r["walks"] - 20, batch=20)
+    assert max(r["wm_error_se"], r["rm_error_se"]) >= 0.01
+
+
+def test_cluster_se_with_one_step_per_walk_is_the_binomial_se():
+    wrong = np.random.default_rng(0).random(400) < 0.3
+    p, se = analyze.cluster_se(wrong.astype(float), np.ones(400))
+    assert p == wrong.mean()
+    assert se == pytest.approx(math.sqrt(p * (1 - p) / 400 * 400 / 399))
+    # two walks, 1 of 1 and 0 of 3 steps wrong: p = 1/4, residuals +-0.75, SE = sqrt(2 * 1.125) / 4
+    assert analyze.cluster_se(np.array([1.0, 0.0]), np.array([1.0, 3.0])) == pytest.approx((0.25, 0.375))
+
+
+# ---- place cells on synthetic units
+
+def test_spatial_information_of_known_maps():
+    occ = np.full(16, 10)
+    one_node = np.eye(16)[3]
+    assert analyze.spatial_information(one_node, occ) == pytest.approx(math.log2(16))
+    assert analyze.spatial_information(np.full(16, 2.7), occ) == 0  # constant: exactly zero
+    # signed activity: the minimum is subtracted, so adding a constant changes nothing
+    assert analyze.spatial_information(one_node - 5, occ) == pytest.approx(math.log2(16))
+
+
+def test_gaussian_bumps_are_place_cells_and_noise_is_not():
+    env = GridWorld(size=7, num_maps=1, seed=0)
+    _, _, pos, _ = env.walk(2, 3000, generator=torch.Generator().manual_seed(0))
+    pos = pos.flatten().numpy()
+    rng = np.random.default_rng(0)
+    r, c = pos // 7, pos % 7
+    centres = [(1, 1), (3, 4), (6, 0), (5, 5)]
+    bumps = [np.exp(-((r - i) ** 2 + (c - j) ** 2) / 2) for i, j in centres]  # sigma = 1 node
+    activity = np.stack(bumps + [np.full(len(pos), 0.5)], 1) + 0.05 * rng.standard_normal((len(pos), 5))
+    noise = rng.standard_normal((len(pos), 200))  # 200 units with no spatial tuning
+    si, null = analyze.shuffle_test(np.concatenate([activity, noise], 1), pos, 49, 100, rng)
+    place = analyze.place_cells(si, null, floor=0.1)
+    assert place[:4].all() and (si[:4] > 1.0).all()
+    assert not place[4]  # a constant unit plus noise
+    assert place[5:].mean() <= 0.03  # ~1% by construction of a 99th-percentile test
+    const_si, _ = analyze.shuffle_test(np.full((len(pos), 1), 3.0), pos, 49, 5, rng)
+    assert const_si[0] == 0
+
+
+def test_rate_maps_average_activity_per_node():
+    # a unit active only in the north-west corner node (row 0, column 0) of a 3x3 grid
+    pos = np.array([0, 1, 2, 4, 8, 0])
+    rate, occ = analyze.rate_maps(np.array([[1.0], [0], [0], [0], [0], [1]]), pos, 9)
+    assert rate[0].reshape(3, 3)[0, 0] == 1 and rate[0].sum() == 1
+    assert occ.tolist() == [2, 1, 1, 0, 1, 0, 0, 0, 1]
+
+
+# ---- the model: chunking, unit layout and silencing
+
+def test_chunked_long_walk_equals_unchunked():
+    model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
+    obs, act, pos, _ = env.walk(3, 37, generator=torch.Generator().manual_seed(1))
+    g0 = torch.randn(3, 8) / math.sqrt(8)
+    whole_logits, whole_units = analyze.forward_chunked(model, obs[:, :-1], act, g0, chunk=1000, record=True)
+    logits, units = analyze.forward_chunked(model, obs[:, :-1], act, g0, chunk=8, record=True)  # 6 chunks
+    assert logits.shape == (3, 37, 10) and units.shape == whole_units.shape
+    assert torch.allclose(logits, whole_logits, atol=1e-5) and torch.allclose(units, whole_units, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model(obs[:, :-1], act, g0), whole_logits, atol=1e-5)  # the fused path
+
+
+def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
+    model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
+    obs, act, _, _ = env.walk(2, 10, generator=torch.Generator().manual_seed(1))
+    rec = {}
+    with torch.no_grad():
+        model(obs[:, :-1], act, torch.zeros(2, 8) + 0.1, rec)
+    units = analyze.unit_activity(rec, 4)  # (B, T, U)
+    kinds, layers, names = analyze.unit_kinds(model.cfg)
+    assert units.shape[2] == len(kinds) == 2 * 32 + 2 * 2 * 4 + 8
+    u = names.index("att L1 H1 lag 2")
+    assert torch.equal(units[:, 7, u], rec["att"][1][:, 1, 7, 5])  # query 7 looking at obs 5
+    assert (units[:, 1, u] == 0).all()  # no observation 2 steps before step 1
+    assert torch.equal(units[:, 7, kinds == "g"], rec["g"][:, 8])
+    lag_sum = units[:, 5:, (kinds == "att") & (layers == 0)].view(2, -1, 2, 4).sum(-1)
+    assert torch.all(lag_sum < 1) and torch.all(lag_sum > 0)  # the query's own token takes the rest
+
+
+def test_silencing_hook_zeroes_exactly_the_named_units():
+    model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
+    obs, act, _, _ = env.walk(2, 12, generator=torch.Generator().manual_seed(1))
+    g0 = torch.randn(2, 8)
+    with torch.no_grad():
+        base = {}
+        base_logits = model(obs[:, :-1], act, g0, base)
+        masks = torch.ones(2, 32)
+        masks[0, [3, 17]] = 0
+        masks[1, [0, 31]] = 0
+        hooks = analyze.silence(model, masks)
+        rec = {}
+        logits = model(obs[:, :-1], act, g0, rec)
+        for h in hooks:
+            h.remove()
+        assert (rec["ffn"][0][..., [3, 17]] == 0).all() and (rec["ffn"][1][..., [0, 31]] == 0).all()
+        assert (base["ffn"][0][..., [3, 17]] != 0).all()  # they were active before
+        keep = masks[0].bool()
+        assert torch.equal(rec["ffn"][0][..., keep], base["ffn"][0][..., keep])  # layer 0: nothing else moved
+        assert not torch.allclose(logits, base_logits)
+        assert torch.equal(model(obs[:, :-1], act, g0, {}), base_logits)  # removed: back to normal
+
+
+# ---- loop closure
+
+@pytest.mark.parametrize("n_actions", [4, 5])
+def test_loop_walks_return_to_the_loop_start_by_legal_moves(n_actions):
+    env = GridWorld(size=4, num_maps=2, n_actions=n_actions, seed=0)
+    obs, act, pos, maps = analyze.loop_walks(env, 300, 6, torch.Generator().manual_seed(0), novel=True)
+    assert act.shape == (300, 10) and pos.shape == (300, 11)
+    assert torch.equal(env.next_node[pos[:, :-1], act], pos[:, 1:])  # every move legal and as recorded
+    assert torch.equal(pos[:, -1], pos[:, -5])
+    assert all(len(set(p[-5:-1].tolist())) == 4 for p in pos)  # a real square, no stays
+    assert torch.equal(obs, maps.gather(1, pos))
+    assert visited_in_context(pos, 4)[:, -1].all()  # the return step is a WM step
+    assert len({tuple(a[-4:].tolist()) for a in act}) == 8  # all orientations occur
+
+
+# ---- end to end on tiny checkpoints
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two tiny runs of train.py (alpha 10 and 0), a few steps each."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, alpha in (("a", "10"), ("b", "0")):
+        train.main(["--preset", "small", "--n_layer", "2", "--d_model", "32", "--d_ff", "64", "--n_head", "2",
+                    "--max_iters", "4", "--eval_interval", "2", "--batch_size", "16", "--eval_walks", "16",
+                    "--alpha", alpha, "--device", "cpu", "--out_dir", str(root / name), "--overwrite"])
+    return root
+
+
+# ---- the command line
+
+def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
+    for name in ("empty", "truncated", "foreign", "wrong_shapes", "no_args"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "truncated" / "ckpt.pt").write_bytes(open(tiny_runs / "a" / "ckpt.pt", "rb").read()[:5000])
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign" / "ckpt.pt")
+    good = torch.load(tiny_runs / "a" / "ckpt.pt", weights_only=True)
+    torch.save({**good, "args": {}}, tmp_path / "no_args" / "ckpt.pt")
+    good["model_config"]["d_ff"] += 1
+    torch.save(good, tmp_path / "wrong_shapes" / "ckpt.pt")
+    # The real command line once, for the exit status and a stderr free of tracebacks.
+    p = subprocess.run([sys.executable, os.path.join(HERE, "analyze.py"), str(tmp_path / "truncated")],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"analyze.py: error: {tmp_path / 'truncated' / 'ckpt.pt'}: not a readable checkpoint")
+    before = sorted(os.listdir(tiny_runs / "a"))
+    cases = {"nowhere": "no such directory", "empty": "no checkpoint", "foreign": "missing model",
+             "no_args": "missing act", "wrong_shapes": "size mismatch"}
+    for name, why in cases.items():
+        with pytest.raises(SystemExit) as e:
+            analyze.main([str(tiny_runs / "a"), str(tmp_path / name)])  # checked before any run is analysed
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("analyze.py: error: "), err
+        assert str(tmp_path / name) in err and why in err, err
+    with pytest.raises(SystemExit) as e:
+        analyze.main([str(tiny_runs / "a"), "--shuffles", "0"])
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    for name in ("truncated", "foreign", "wrong_shapes"):
+        assert os.listdir(tmp_path / name) == ["ckpt.pt"]  # nothing written next to a bad checkpoint
+    assert sorted(os.listdir(tiny_runs / "a")) == before  # nor next to the good run named before it
+
+
+def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
+    a, b = str(tiny_runs / "a"), str(tiny_runs / "b")
+    analyze.main([a, b, "--quick", "--out", str(tmp_path)])
+    m = json.load(open(os.path.join(a, "metrics.json")))
+    keys = ["wm_error", "wm_error_se", "wm_steps", "rm_error", "rm_error_se", "rm_steps", "novel_wm_error",
+            "novel_rm_error", "novel_rm_error_se", "ffn_place_cell_fraction", "ffn_place_cell_fraction_layer0",
+            "ffn_place_cell_fraction_layer1", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean",
+            "loop_closure_accuracy", "novel_loop_closure_accuracy", "silence_none_rm_error",
+            "silence_25pct_place_rm_error", "silence_25pct_random_rm_error", "silence_1pct_k"]
+    assert set(keys) <= m.keys()
+    assert 0 <= m["rm_error"] <= 1 and m["wm_steps"] + m["rm_steps"] == m["walks"] * m["walk_len"]
+    assert m["silence_1pct_k"] == 1 and m["silence_25pct_k"] == 32  # of 2 x 64 FFN neurons
+    for f in ("training.png", "rate_maps.png", "place_scores.png", "silencing.png"):
+        assert os.path.getsize(os.path.join(a, f)) > 1000
+    rows = open(tmp_path / "runs.csv").read().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("run,") and "wm_error" in rows[0]
+    for f in ("errors_vs_alpha.png", "errors_by_activation.png", "place_score_vs_rm.png"):
+        assert os.path.getsize(tmp_path / f) > 1000
+    out = capsys.readouterr().out
+    assert a in out and b in out and "Pearson" in out
+
+
+def test_a_failed_analysis_replaces_nothing(tiny_runs, monkeypatch):
+    a = str(tiny_runs / "a")
+    with open(os.path.join(a, "metrics.json"), "w") as f:
+        f.write("old")
+
+    def broken(*args):
+        raise RuntimeError("fails late")
+    monkeypatch.setattr(analyze, "silencing_test", broken)
+    with pytest.raises(RuntimeError):
+        analyze.main([a, "--quick", "--no_figures"])
+    assert open(os.path.join(a, "metrics.json")).read() == "old"
+    assert not [f for f in os.listdir(a) if f.endswith(".tmp")]

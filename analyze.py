@@ -1,0 +1,667 @@
+"""
+Analyse runs of train.py (SPEC section 4): memory errors, place cells, silencing, loop closure.
+
+    python analyze.py out/                          # one run: metrics.json and PNGs in out/
+    python analyze.py out_a0/ out_a10/ out_gelu/    # each as above, then runs.csv and comparison
+                                                    # figures in --out (default: here)
+    python analyze.py out/ --quick                  # a smoke test, not a measurement
+
+Writes metrics.json (flat keys) and PNG figures into each run folder, only once everything has
+been computed. Choices (details in each function's docstring):
+- Error rates: on fresh walks drawn as in training (its walk_len and context), batch after batch
+  until each standard error is below --max_se. The SE treats walks as clusters (steps within a
+  walk are correlated): cluster_se.
+- Rate maps: --rate_walks walks of --rate_steps steps in each of familiar maps 0..--rate_maps-1;
+  the activity at step t belongs to the node asked about, pos[t+1].
+- Place cells: Skaggs' spatial information with each rate map's minimum subtracted
+  (spatial_information), tested against per-walk circular shifts of the positions
+  (shuffle_test): SI, averaged over maps, above the 99th percentile of the shuffles and --si_floor.
+- Silencing: the 1, 5, 10, 25% most place-like FFN neurons (all layers pooled) against as many
+  random ones (5 draws), on the same familiar-map walks.
+- Loop closure: a random walk filling the context, then a 4-step square back to its last node.
+Every draw comes from analyze.py's own generators (--seed), never from the training stream, and
+each part has its own, so resizing one leaves the others be.
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from env import GridWorld, visited_in_context  # noqa: E402
+from model import Model, ModelConfig  # noqa: E402
+
+# Flags left unset take DEFAULTS, or QUICK with --quick.
+DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, rate_maps=4,
+                shuffles=100, silence_walks=256, loop_walks=1024)
+QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=1, rate_maps=1,
+             shuffles=20, silence_walks=32, loop_walks=64)
+SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
+SILENCE_DRAWS = 5  # random sets of each size
+# Offsets from --seed of each part's own random stream.
+SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6, novel_loop=7)
+NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions", "seed", "context",
+               "walk_len", "d_rnn")
+# Settings that do not change what a run learned: left out when runs are grouped for comparison.
+NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", "eval_interval",
+                "eval_walks", "preset", "bench"}
+
+
+def die(msg):
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"analyze.py: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own complaints: one line, exit 2
+        die(message)
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # flags defaulting to None say their default in words
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def parse_args(argv=None):
+    p = Parser(description="Analyse runs of train.py: memory errors, place cells, silencing, loop closure.",
+               formatter_class=Help)
+    a = p.add_argument
+    a("runs", nargs="+", help="run folders, each holding ckpt.pt (and log.csv) from train.py")
+    a("--out", default=".", help="where runs.csv and the comparison figures go (several runs)")
+    a("--walk_len", type=int, help="steps per walk for the error rates (default: the run's training walk_len)")
+    a("--max_se", type=float, help="draw walks until every error rate's standard error is below this")
+    a("--max_walks", type=int, help="cap on walks per error estimate")
+    a("--rate_steps", type=int, help="steps per long walk for rate maps")
+    a("--rate_walks", type=int, help="long walks per map for rate maps")
+    a("--rate_maps", type=int, help="rate maps in familiar maps 0..rate_maps-1, scores averaged over them")
+    a("--shuffles", type=int, help="circular-shift shuffles per unit and map for the place-cell test")
+    a("--si_floor", type=float, default=0.1, help="a place cell's spatial information must also exceed this (bits)")
+    a("--silence_walks", type=int, help="walks per silencing condition (the same walks for all)")
+    a("--loop_walks", type=int, help="walks per loop-closure probe, familiar and novel each")
+    a("--seed", type=int, default=1234, help="seed of analyze.py's walks, g0 and shuffles")
+    a("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, ...")
+    a("--no_figures", action="store_true", help="numbers only")
+    a("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
+    for action in p._actions:  # --help shows both defaults of the flags --quick changes
+        if action.dest in DEFAULTS:
+            action.help += f" (default: {DEFAULTS[action.dest]}; --quick: {QUICK[action.dest]})"
+    args = p.parse_args(argv)
+    for k, v in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    ints = ("walk_len", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "silence_walks",
+            "loop_walks")
+    if any(getattr(args, k) is not None and getattr(args, k) < 1 for k in ints):
+        die(f"--{', --'.join(ints)} must be positive integers")
+    if not args.max_se >= 0 or not math.isfinite(args.si_floor):
+        die("--max_se must be >= 0 and --si_floor a finite number")
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        die(f"--device {args.device!r} is not available here; use auto or cpu")
+    return args
+
+
+def load_run(run_dir, device):
+    """(model, env, ckpt) from run_dir/ckpt.pt; any problem ends the program with one line."""
+    path = os.path.join(run_dir, "ckpt.pt")
+    if not os.path.isdir(run_dir):
+        die(f"{run_dir}: no such directory")
+    if not os.path.isfile(path):
+        die(f"{path}: no checkpoint here (train.py --out_dir {run_dir} writes one)")
+    try:  # weights_only: a checkpoint holds only tensors and plain values, and no code runs
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        die(f"{path}: not a readable checkpoint (truncated or not a torch file: {type(e).__name__})")
+    try:
+        assert isinstance(ckpt, dict), f"it holds a {type(ckpt).__name__}, not a dict"
+        missing = [k for k in ("model", "model_config", "args", "step") if k not in ckpt]
+        missing += [k for k in NEEDED_ARGS if k not in ckpt.get("args", {})]
+        assert not missing, f"missing {', '.join(missing)}"
+        a = argparse.Namespace(**ckpt["args"])
+        model = Model(ModelConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+        c = model.cfg
+        assert (c.n_obs, c.n_actions, c.context) == (a.n_obs, a.n_actions, a.context), "model and args disagree"
+        env = GridWorld(a.size, a.n_obs, a.num_maps, a.n_actions, a.seed, device)
+    except Exception as e:
+        why = " ".join(str(e).split())[:200]  # one line, however long the message
+        die(f"{path}: not a checkpoint of this project's model ({type(e).__name__}: {why})")
+    return model.to(device).eval(), env, ckpt
+
+
+def draw_walks(env, batch, steps, gen, novel=False, map_id=None):
+    """Random walks as in training: obs (B, steps+1), act (B, steps), pos (B, steps+1) and the
+    maps walked on (B, n_nodes). Novel maps are drawn here, since env.walk does not return them."""
+    _, act, pos, map_id = env.walk(batch, steps, map_id=map_id, generator=gen)
+    maps = (torch.randint(env.n_obs, (batch, env.n_nodes), generator=gen, device=env.device)
+            if novel else env.maps[map_id])
+    return maps.gather(1, pos), act, pos, maps
+
+
+def unit_activity(rec, context):
+    """Every unit of one forward pass as (B, T, U): FFN neurons of each layer, then the attention
+    softmax neurons (layer, head, lag k: the weight query t gives observation t-k, 0 if t-k < 0),
+    then g[t+1], the position vector of the node query t asks about."""
+    parts = list(rec["ffn"])
+    for a in rec["att"]:  # (B, H, T, T)
+        B, H, T, _ = a.shape
+        src = torch.arange(T, device=a.device)[:, None] - torch.arange(context, device=a.device)  # (T, C)
+        lagged = a.gather(3, src.clamp(min=0).expand(B, H, T, context)) * (src >= 0)  # (B, H, T, C)
+        parts.append(lagged.transpose(1, 2).flatten(2))  # (B, T, H*C)
+    return torch.cat(parts + [rec["g"][:, 1:]], 2)
+
+
+@torch.no_grad()
+def forward_chunked(model, obs, act, g0, chunk=256, record=False):
+    """model(obs, act, g0) for walks of any length, chunk by chunk: logits (B, T, n_obs) and, with
+    record, unit_activity (B, T, U). A prediction at step t depends only on obs[t-context+1..t] and
+    g[t+1], so g is path-integrated once and chunks overlap by context-1 steps, each keeping only
+    the predictions whose window lies inside it (the first chunk keeps all)."""
+    C, T = model.cfg.context, obs.shape[1]
+    chunk = max(chunk, 2 * C)
+    g = model.path_integrate(act, g0)  # (B, T+1, d_rnn)
+    logits, units, s = [], [], 0
+    while True:
+        e = min(s + chunk, T)
+        rec = {} if record else None
+        out = model(obs[:, s:e], act[:, s:e], g[:, s], rec)  # (B, e-s, n_obs)
+        keep = 0 if s == 0 else C - 1
+        logits.append(out[:, keep:])
+        if record:
+            units.append(unit_activity(rec, C)[:, keep:])
+        if e == T:
+            return torch.cat(logits, 1), torch.cat(units, 1) if record else None
+        s = e - (C - 1)
+
+
+def model_predictor(model, gen):
+    """predict(obs, act, pos, maps) -> arg-max tokens (B, T), from a fresh random g0 per walk."""
+    def predict(obs, act, pos, maps):
+        g0 = torch.randn(obs.shape[0], model.cfg.d_rnn, generator=gen, device=obs.device)
+        return forward_chunked(model, obs[:, :-1], act, g0 / math.sqrt(model.cfg.d_rnn))[0].argmax(-1)
+    return predict
+
+
+def cluster_se(wrong, steps):
+    """Error rate sum(wrong)/sum(steps) over m walks and its standard error with walks as clusters
+    (steps of one walk are correlated, walks are independent): the ratio estimator's linearised SE
+    sqrt(m/(m-1) * sum_i (w_i - p n_i)^2) / sum_i n_i. nan where there are no steps."""
+    n = steps.sum()
+    if n == 0 or len(steps) < 2:
+        return float("nan"), float("nan")
+    p = wrong.sum() / n
+    return float(p), float(math.sqrt(len(steps) / (len(steps) - 1) * ((wrong - p * steps) ** 2).sum()) / n)
+
+
+@torch.no_grad()
+def error_rates(predict, env, context, walk_len, gen, novel=False, max_se=0.005, max_walks=20000, batch=None):
+    """WM and RM error of predict(obs, act, pos, maps) -> tokens (B, T) on fresh walks, drawn a batch
+    at a time until both standard errors are below max_se or max_walks walks are used."""
+    batch = batch or max(8, min(256, 16384 // walk_len))  # ~16k steps a batch, whatever the walk length
+    counts, n = [], 0  # per walk: WM wrong, WM steps, RM wrong, RM steps
+    while n < max_walks:
+        b = min(batch, max_walks - n)
+        obs, act, pos, maps = draw_walks(env, b, walk_len, gen, novel)
+        wrong = predict(obs, act, pos, maps) != obs[:, 1:]  # (B, T)
+        wm = visited_in_context(pos, context)
+        counts.append(torch.stack([(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)], 1).cpu())
+        n += b
+        c = torch.cat(counts).double().numpy()
+        out = {"walks": n}
+        for name, i in (("wm", 0), ("rm", 2)):
+            out[f"{name}_error"], out[f"{name}_error_se"] = cluster_se(c[:, i], c[:, i + 1])
+            out[f"{name}_steps"] = int(c[:, i + 1].sum())
+        if out["wm_error_se"] < max_se and out["rm_error_se"] < max_se:  # False while nan
+            break
+    return out
+
+
+def rate_maps(activity, pos, n_nodes):
+    """Mean activity per node: activity (T, U), pos (T,) -> rate (U, n_nodes) (0 where never
+    visited) and occupancy (n_nodes,) in steps."""
+    a, p = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(pos)
+    occ = torch.bincount(p, minlength=n_nodes)
+    rate = torch.zeros(n_nodes, a.shape[1], device=a.device).index_add_(0, p, a) / occ.clamp(min=1)[:, None]
+    return rate.T.cpu().double().numpy(), occ.cpu().numpy()
+
+
+def spatial_information(rate, occupancy):
+    """Skaggs' spatial information in bits, SI = sum_i p_i (l_i/lbar) log2(l_i/lbar), of each rate map.
+
+    rate (..., n_nodes) is mean activity per node, occupancy (n_nodes,) the visits (p_i = its share;
+    unvisited nodes are left out). Signed activity is made non-negative by subtracting the map's own
+    minimum over visited nodes: l_i = r_i - min_j r_j, lbar = sum_i p_i l_i. SI is thus invariant to
+    adding a constant to a unit, and 0 for a flat map (a constant unit scores exactly 0)."""
+    vis = np.asarray(occupancy) > 0
+    p = np.asarray(occupancy, dtype=float)[vis] / np.sum(occupancy)
+    lam = np.asarray(rate, dtype=float)[..., vis]
+    lam = lam - lam.min(-1, keepdims=True)
+    lbar = (lam * p).sum(-1, keepdims=True)
+    ratio = np.divide(lam, lbar, out=np.zeros_like(lam), where=lbar > 0)
+    return (p * ratio * np.log2(np.where(ratio > 0, ratio, 1.0))).sum(-1)
+
+
+def shuffle_test(activity, pos, n_nodes, shuffles, rng):
+    """SI of every unit and its null distribution: activity (W, T, U), pos (W, T) of W walks (or
+    (T, U) and (T,) for one) -> si (U,), null (shuffles, U).
+
+    Each shuffle circularly shifts every walk's positions against its activity by the walk's own
+    random offset in [T/10, 9T/10]: each unit keeps its time course (and any offset a walk's random
+    g0 gives it), the occupancy is unchanged, and only the pairing of activity with place is broken."""
+    a, p = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(pos)
+    a, p = (a, p) if p.dim() == 2 else (a[None], p[None])
+    W, T = p.shape
+    a = a.reshape(W * T, -1)
+    rate, occ = rate_maps(a, p.flatten(), n_nodes)
+    shifts = torch.as_tensor(rng.integers(T // 10, max(T - T // 10, T // 10 + 1), size=(shuffles, W)), device=p.device)
+    t = torch.arange(T, device=p.device)
+    null = [spatial_information(rate_maps(a, p.gather(1, (t - s[:, None]) % T).flatten(), n_nodes)[0], occ)
+            for s in shifts]
+    return spatial_information(rate, occ), np.stack(null)
+
+
+def place_cells(si, null, floor=0.1, pct=99.0):
+    """A unit is a place cell if its SI beats the pct-th percentile of its own shuffles and the floor."""
+    return (si > np.percentile(null, pct, axis=0)) & (si > floor)
+
+
+def unit_kinds(cfg):
+    """Kind ('ffn', 'att', 'g'), layer and a name for each column of unit_activity."""
+    kinds, layers, names = [], [], []
+    for l in range(cfg.n_layer):
+        kinds += ["ffn"] * cfg.d_ff; layers += [l] * cfg.d_ff
+        names += [f"FFN L{l} #{i}" for i in range(cfg.d_ff)]
+    for l in range(cfg.n_layer):
+        n = cfg.n_head * cfg.context
+        kinds += ["att"] * n; layers += [l] * n
+        names += [f"att L{l} H{h} lag {k}" for h in range(cfg.n_head) for k in range(cfg.context)]
+    kinds += ["g"] * cfg.d_rnn; layers += [-1] * cfg.d_rnn
+    names += [f"g #{i}" for i in range(cfg.d_rnn)]
+    return np.array(kinds), np.array(layers), names
+
+
+@torch.no_grad()
+def place_analysis(model, env, A, gen, rng):
+    """Per familiar map 0..rate_maps-1: long walks, every unit's rate map, SI and shuffles. A unit's
+    score is its SI averaged over maps; its null is the shuffles averaged over maps (shuffle j of
+    every map), so the test asks whether the mean SI beats chance. Steps before the context is full
+    are left out, so every lag unit is defined; activity at step t belongs to node pos[t+1]."""
+    C, si, null = model.cfg.context, [], []
+    for m in range(min(A.rate_maps, env.num_maps)):
+        obs, act, pos, _ = draw_walks(env, A.rate_walks, A.rate_steps, gen, map_id=m)
+        g0 = torch.randn(A.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device) / math.sqrt(model.cfg.d_rnn)
+        units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps, U)
+        nodes = pos[:, C:]  # (W, steps)
+        s, n = shuffle_test(units, nodes, env.n_nodes, A.shuffles, rng)
+        si.append(s), null.append(n)
+        if m == 0:
+            first, _ = rate_maps(units.flatten(0, 1), nodes.flatten(), env.n_nodes)
+    return np.mean(si, 0), np.mean(null, 0), first, len(si), nodes.numel()
+
+
+def silence(model, masks):
+    """Multiply layer l's FFN activation output by masks[l] (d_ff,) of 0/1; returns the hook handles
+    (.remove() them to undo)."""
+    return [b.mlp.act.register_forward_hook(lambda mod, inp, out, m=m: out * m) for b, m in zip(model.blocks, masks)]
+
+
+def silencing_test(model, env, walk_len, ffn_si, A):
+    """WM and RM error on familiar maps with the k most place-like FFN neurons (by SI, all layers
+    pooled) silenced, and k random ones (SILENCE_DRAWS draws), for k = SILENCE_FRACTIONS of all FFN
+    neurons. Every condition sees the same walks and g0 (one seed), so differences are paired."""
+    L, d_ff = model.cfg.n_layer, model.cfg.d_ff
+    rng = np.random.default_rng(A.seed + SEEDS["silence_draws"])
+
+    def run(silenced):
+        mask = torch.ones(L * d_ff, device=env.device)
+        mask[torch.as_tensor(silenced, dtype=torch.long)] = 0
+        gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["silencing"])  # the same walks each time
+        hooks = silence(model, mask.view(L, d_ff))
+        try:
+            r = error_rates(model_predictor(model, gen), env, model.cfg.context, walk_len, gen, max_se=0,
+                            max_walks=A.silence_walks)
+        finally:
+            [h.remove() for h in hooks]
+        return r["wm_error"], r["rm_error"]
+
+    out = dict(zip(("silence_none_wm_error", "silence_none_rm_error"), run([])))
+    for f in SILENCE_FRACTIONS:
+        k, tag = max(1, round(f * L * d_ff)), f"silence_{round(f * 100)}pct"
+        out[f"{tag}_k"] = k
+        out[f"{tag}_place_wm_error"], out[f"{tag}_place_rm_error"] = run(np.argsort(-ffn_si)[:k])
+        rand = np.array([run(rng.choice(L * d_ff, k, replace=False)) for _ in range(SILENCE_DRAWS)])
+        for j, mem in enumerate(("wm", "rm")):
+            out[f"{tag}_random_{mem}_error"] = rand[:, j].mean()
+            out[f"{tag}_random_{mem}_error_sd"] = rand[:, j].std(ddof=1)
+    return out
+
+
+SQUARE = ("north", "east", "south", "west")
+LOOPS = [SQUARE[i:] + SQUARE[:i] for i in range(4)] + [tuple(reversed(SQUARE[i:] + SQUARE[:i])) for i in range(4)]
+
+
+def loop_walks(env, batch, prefix, gen, novel=False):
+    """TEM-t's loop: a random walk of `prefix` steps, then a 4-step square (north, east, south, west
+    in any of its 8 orientations, drawn uniformly among those that stay on the grid) that returns to
+    the walk's last node. Returns obs, act, pos, maps as draw_walks; pos[:, -1] == pos[:, -5]."""
+    obs, act, pos, maps = draw_walks(env, batch, prefix, gen, novel)
+    codes = torch.tensor([[env.action_names.index(m) for m in loop] for loop in LOOPS], device=env.device)  # (8, 4)
+    node = pos[:, -1:].expand(batch, len(LOOPS))  # (B, 8)
+    legal = torch.ones(batch, len(LOOPS), dtype=torch.bool, device=env.device)
+    for j in range(4):  # try every orientation from every walk's end
+        nxt = env.next_node[node, codes[:, j]]  # (B, 8)
+        legal &= nxt >= 0
+        node = nxt.clamp(min=0)
+    u = torch.rand(batch, len(LOOPS), generator=gen, device=env.device).masked_fill(~legal, -1)
+    loop_act = codes[u.argmax(1)]  # (B, 4)
+    loop_pos = [pos[:, -1]]
+    for j in range(4):
+        loop_pos.append(env.next_node[loop_pos[-1], loop_act[:, j]])
+    pos = torch.cat([pos, torch.stack(loop_pos[1:], 1)], 1)
+    return maps.gather(1, pos), torch.cat([act, loop_act], 1), pos, maps
+
+
+def loop_accuracy(model, env, A, novel):
+    """Accuracy of the prediction at the loop's return step (the walk's last)."""
+    gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["novel_loop" if novel else "loop"])
+    obs, act, pos, maps = loop_walks(env, A.loop_walks, model.cfg.context, gen, novel)
+    return (model_predictor(model, gen)(obs, act, pos, maps)[:, -1] == obs[:, -1]).float().mean().item()
+
+
+def png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_all(folder, files):
+    """Write every output under a temporary name first, then rename: all or nothing replaced."""
+    os.makedirs(folder, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(folder, name + ".tmp"), "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+    for name in files:
+        os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
+
+
+def act_label(args):
+    beta = f" β={args['beta']:g}" if args["beta"] != 1 else ""
+    return f"nmda α={args['alpha']:g}{beta}" if args["act"] == "nmda" else args["act"]
+
+
+def fig_training(rows, chance, title):
+    """Loss and the four error rates of log.csv against the optimizer step."""
+    assert rows, "empty"
+    step = [float(r["step"]) for r in rows]
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    a0.plot(step, [float(r["loss"]) for r in rows], "k-")
+    a0.set(xlabel="optimizer step", ylabel="training loss (cross-entropy, nats)", title="loss")
+    for key, label, style in (("wm_error", "WM, familiar maps", "C0-"), ("rm_error", "RM, familiar maps", "C3-"),
+                              ("novel_wm_error", "WM, novel maps", "C0--"),
+                              ("novel_rm_error", "RM, novel maps", "C3--")):
+        a1.plot(step, [float(r[key]) for r in rows], style, label=label)
+    a1.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.2f})")
+    a1.set(xlabel="optimizer step", ylabel="arg-max error rate", ylim=(0, 1),
+           title="memory errors (training evaluations)")
+    a1.legend(fontsize=8)
+    fig.suptitle(title)
+    return png(fig)
+
+
+def fig_rate_maps(rate, si, place, kinds, names, size, top=6):
+    """The most place-like units of each kind (by mean SI), rate maps in familiar map 0."""
+    rows = [("ffn", "FFN neurons"), ("att", "attention softmax neurons"), ("g", "position vector g")]
+    fig, axes = plt.subplots(len(rows), top, figsize=(1.9 * top, 2.3 * len(rows)), squeeze=False, layout="constrained")
+    for ax_row, (kind, title) in zip(axes, rows):
+        idx = np.flatnonzero(kinds == kind)
+        for ax, u in zip(ax_row, idx[np.argsort(-si[idx])[:top]]):
+            ax.imshow(rate[u].reshape(size, size), origin="upper", cmap="viridis")  # row 0 (north) on top
+            star = " *" if place[u] else ""
+            ax.set_title(f"{names[u]}{star}\nSI {si[u]:.2f} | {rate[u].min():.2g} to {rate[u].max():.2g}", fontsize=8)
+            ax.set_xticks([]), ax.set_yticks([])
+        ax_row[0].set_ylabel(title, fontsize=9)
+    fig.suptitle("most place-like units: mean activity per node in familiar map 0, north up, west left; colour\n"
+                 "from each map's min (dark) to max (yellow), range in the title; SI in bits, mean over maps; "
+                 "* = place cell", fontsize=10)
+    return png(fig)
+
+
+def fig_scores(si, place, kinds, layers, n_layer):
+    """Histograms of SI per population, place cells stacked in a darker colour."""
+    pops = [(f"FFN layer {l}", (kinds == "ffn") & (layers == l)) for l in range(n_layer)]
+    pops += [("attention softmax", kinds == "att"), ("position vector g", kinds == "g")]
+    bins = np.linspace(0, max(si.max(), 1e-3), 31)
+    fig, axes = plt.subplots(1, len(pops), figsize=(3.2 * len(pops), 3), sharex=True, layout="constrained")
+    for ax, (title, sel) in zip(axes, pops):
+        ax.hist([si[sel & place], si[sel & ~place]], bins, stacked=True, histtype="stepfilled", color=["C3", "C7"],
+                label=["place cell", "not"])
+        ax.set(title=f"{title}\n{place[sel].mean():.0%} of {sel.sum()} are place cells",
+               xlabel="spatial information (bits)", ylabel="units")
+    axes[0].legend(fontsize=8)
+    return png(fig)
+
+
+def fig_silencing(m, n_ffn, chance):
+    """Error against the share of FFN neurons silenced: most place-like first, or random."""
+    pct = [round(f * 100) for f in SILENCE_FRACTIONS]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    for ax, mem in zip(axes, ("rm", "wm")):
+        ax.plot(pct, [m[f"silence_{p}pct_place_{mem}_error"] for p in pct], "C3o-", label="most place-like (by SI)")
+        ax.errorbar(pct, [m[f"silence_{p}pct_random_{mem}_error"] for p in pct],
+                    [m[f"silence_{p}pct_random_{mem}_error_sd"] for p in pct], fmt="C7s--", capsize=3,
+                    label=f"random (mean ± sd, {SILENCE_DRAWS} draws)")
+        ax.axhline(m[f"silence_none_{mem}_error"], color="k", lw=0.8, label="none silenced")
+        ax.set(xscale="log", xlabel=f"% of the {n_ffn} FFN neurons silenced", ylabel="error rate (familiar maps)",
+               title=f"{mem.upper()} error (chance {chance:.2f})")
+        ax.set_xticks(pct, [str(p) for p in pct])
+    axes[0].legend(fontsize=8)
+    return png(fig)
+
+
+def analyze_run(run_dir, model, env, ckpt, A):
+    """Every metric of one run as a flat dict, and the files to write next to it."""
+    a, cfg = ckpt["args"], model.cfg
+    walk_len, chance = A.walk_len or a["walk_len"], 1 - 1 / env.n_obs
+    m = dict(run=run_dir, step=ckpt["step"], act=a["act"], alpha=a["alpha"], beta=a["beta"],
+             num_maps=a["num_maps"], seed=a["seed"], chance=chance, walk_len=walk_len)
+    for novel in (False, True):
+        gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["novel_errors" if novel else "errors"])
+        r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, A.max_se, A.max_walks)
+        m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
+    gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["rate_maps"])
+    rng = np.random.default_rng(A.seed + SEEDS["shuffles"])
+    si, null, first, n_maps, n_steps = place_analysis(model, env, A, gen, rng)
+    place = place_cells(si, null, A.si_floor)
+    kinds, layers, names = unit_kinds(cfg)
+    m.update(rate_maps=n_maps, rate_steps_per_map=n_steps, shuffles=A.shuffles)
+    for kind in ("ffn", "att", "g"):
+        sel = kinds == kind
+        m[f"{kind}_place_cell_fraction"], m[f"{kind}_si_mean"] = place[sel].mean(), si[sel].mean()
+        for l in range(cfg.n_layer if kind != "g" else 0):
+            m[f"{kind}_place_cell_fraction_layer{l}"] = place[sel & (layers == l)].mean()
+    m["loop_closure_accuracy"] = loop_accuracy(model, env, A, novel=False)
+    m["novel_loop_closure_accuracy"] = loop_accuracy(model, env, A, novel=True)
+    m["loop_walks"] = A.loop_walks
+    m.update(silencing_test(model, env, walk_len, si[kinds == "ffn"], A))
+    m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
+         ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
+    files = {"metrics.json": json.dumps(m, indent=1) + "\n"}
+    if not A.no_figures:
+        log = os.path.join(run_dir, "log.csv")
+        title = f"{run_dir}: {act_label(a)}, {a['num_maps']} maps, seed {a['seed']}, step {ckpt['step']}"
+        try:  # the training curves are a bonus: a missing or odd log.csv costs only that figure
+            with open(log) as f:
+                files["training.png"] = fig_training(list(csv.DictReader(f)), chance, title)
+        except (OSError, KeyError, ValueError, TypeError, AssertionError) as e:
+            print(f"analyze.py: no training.png: {log} is missing or unreadable ({type(e).__name__})", file=sys.stderr)
+        files["rate_maps.png"] = fig_rate_maps(first, si, place, kinds, names, env.size)
+        files["place_scores.png"] = fig_scores(si, place, kinds, layers, cfg.n_layer)
+        files["silencing.png"] = fig_silencing(m, cfg.n_layer * cfg.d_ff, chance)
+    return m, files
+
+
+def summary(m, n_layer):
+    """The run's numbers on stdout, a few lines."""
+    f = lambda k: "  n/a" if m[k] is None else f"{m[k]:.3f}"  # noqa: E731
+    print(f"{m['run']}: {act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {m['step']}. "
+          f"Errors over walks of {m['walk_len']} steps, ± SE over walks (chance {m['chance']:.3f}):")
+    for pre, name in (("", "familiar"), ("novel_", "novel")):
+        print(f"  {name:8s}  WM {f(pre + 'wm_error')} ± {f(pre + 'wm_error_se')} ({m[pre + 'wm_steps']} steps)   "
+              f"RM {f(pre + 'rm_error')} ± {f(pre + 'rm_error_se')} ({m[pre + 'rm_steps']} steps)   "
+              f"[{m[pre + 'walks']} walks]")
+    layers = ", ".join(f"layer {l} {m[f'ffn_place_cell_fraction_layer{l}']:.1%}" for l in range(n_layer))
+    print(f"  place cells ({m['rate_maps']} maps x {m['rate_steps_per_map']} steps, {m['shuffles']} shuffles): "
+          f"FFN {m['ffn_place_cell_fraction']:.1%} ({layers}), attention {m['att_place_cell_fraction']:.1%}, "
+          f"g {m['g_place_cell_fraction']:.1%}; mean SI: FFN {m['ffn_si_mean']:.3f}, "
+          f"attention {m['att_si_mean']:.3f} bits")
+    print(f"  loop closure accuracy: familiar {f('loop_closure_accuracy')}, novel {f('novel_loop_closure_accuracy')}")
+    for p in (round(x * 100) for x in SILENCE_FRACTIONS):
+        t = f"silence_{p}pct"
+        print(f"  silence {p:2d}% ({m[t + '_k']} FFN): most place-like WM {f(t + '_place_wm_error')} "
+              f"RM {f(t + '_place_rm_error')} | random WM {f(t + '_random_wm_error')} RM {f(t + '_random_rm_error')}")
+
+
+def groups(runs, drop):
+    """Runs with equal settings except `drop` (and seed), each group labelled by what sets it apart."""
+    by = {}
+    for r in runs:
+        key = tuple(sorted((k, str(v)) for k, v in r["args"].items() if k not in NOT_SETTINGS | set(drop) | {"seed"}))
+        by.setdefault(key, []).append(r)
+    differ = sorted({k for key in by for k, v in key if len({dict(o).get(k) for o in by}) > 1})
+    return [(", ".join(f"{k}={dict(key).get(k)}" for k in differ) or "all runs", rs) for key, rs in by.items()]
+
+
+def mean_se(runs, key):
+    """Mean and standard error over seeds (0 for one seed) of a metric."""
+    v = np.array([np.nan if r["metrics"][key] is None else r["metrics"][key] for r in runs], float)
+    return v.mean(), v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0
+
+
+def pearson(x, y):
+    """Pearson's r as text; n/a below 3 runs or without spread."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = len(x) >= 3 and x.std() > 0 and y.std() > 0
+    return f"{np.corrcoef(x, y)[0, 1]:.2f}" if ok else "n/a"
+
+
+def compare(runs, out, chance, figures=True):
+    """runs.csv, a table on stdout and the comparison figures across runs."""
+    keys = list(dict.fromkeys(k for r in runs for k in r["metrics"]))
+    table = io.StringIO()
+    w = csv.DictWriter(table, keys)
+    w.writeheader()
+    w.writerows(r["metrics"] for r in runs)
+    files = {"runs.csv": table.getvalue()}
+    cols = ("act", "alpha", "beta", "num_maps", "seed", "wm_error", "rm_error", "novel_wm_error", "novel_rm_error",
+            "ffn_place_cell_fraction", "att_place_cell_fraction", "loop_closure_accuracy")
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    short = {"ffn_place_cell_fraction": "ffn_pc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
+    rows = [["run"] + [short.get(c, c) for c in cols]]
+    rows += [[r["dir"]] + [fmt(r["metrics"][c]) for c in cols] for r in runs]
+    width = [max(len(row[i]) for row in rows) for i in range(len(cols) + 1)]
+    print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
+    for label, rs in groups(runs, ("act", "alpha", "beta")):
+        rm = [r["metrics"]["rm_error"] for r in rs]
+        r_ffn, r_att = (pearson([r["metrics"][f"{p}_si_mean"] for r in rs], rm) for p in ("ffn", "att"))
+        print(f"Pearson r of mean SI with RM error over {len(rs)} runs ({label}): FFN {r_ffn}, attention {r_att}")
+    if figures:
+        files.update(fig_compare(runs, chance))
+    write_all(out, files)
+    print(f"wrote {', '.join(os.path.join(out, n) for n in files)}")
+
+
+def fig_compare(runs, chance):
+    """Errors against alpha, errors by activation, place-likeness against RM error."""
+    files = {}
+    nm = [r for r in runs if r["args"]["act"] == "nmda"]
+    if nm:  # RM and WM error against alpha, alpha = 0 on its own tick at the left of a log axis
+        alphas = sorted({r["args"]["alpha"] for r in nm})
+        zero_x = min([a for a in alphas if a > 0], default=1.0) / 10
+        fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+        for i, (label, rs) in enumerate(groups(nm, ("alpha",))):
+            al = sorted({r["args"]["alpha"] for r in rs})
+            x = [a if a > 0 else zero_x for a in al]
+            for key, fmt_, name in (("rm_error", "o-", "RM"), ("wm_error", "s--", "WM")):
+                ms = [mean_se([r for r in rs if r["args"]["alpha"] == a], key) for a in al]
+                ax.errorbar(x, [v for v, _ in ms], [s for _, s in ms], fmt=fmt_, color=f"C{i}", capsize=3,
+                            label=f"{name} error, {label}")
+        ax.axhline(chance, color="gray", ls=":", label="chance")
+        ax.set_xscale("log")
+        ax.set_xticks([a if a > 0 else zero_x for a in alphas], [f"{a:g}" for a in alphas])
+        ax.minorticks_off()
+        ax.set(xlabel="NMDA α (log axis; 0 at the left)", ylabel="error rate (familiar maps)", ylim=(0, 1),
+               title="memory errors against α (mean ± SE over seeds)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        files["errors_vs_alpha.png"] = png(fig)
+
+    gs = groups(runs, ("act", "alpha", "beta"))  # bars: one panel per group of otherwise equal runs
+    fig, axes = plt.subplots(len(gs), 1, figsize=(max(6, 1.3 * len(runs)), 3.3 * len(gs)), squeeze=False,
+                             layout="constrained")
+    for ax, (label, rs) in zip(axes[:, 0], gs):
+        acts = sorted({act_label(r["args"]) for r in rs})
+        for j, (key, name) in enumerate((("rm_error", "RM"), ("wm_error", "WM"))):
+            ms = [mean_se([r for r in rs if act_label(r["args"]) == a], key) for a in acts]
+            ax.bar(np.arange(len(acts)) + (j - 0.5) * 0.4, [v for v, _ in ms], 0.4, yerr=[s for _, s in ms],
+                   capsize=3, color=f"C{3 if j == 0 else 0}", label=f"{name} error")
+        ax.axhline(chance, color="gray", ls=":", label="chance")
+        ax.set_xticks(range(len(acts)), acts)
+        ax.set_xlim(-0.7, max(len(acts), 3) - 0.3)  # a lone bar pair stays bar-shaped
+        ax.set(ylabel="error rate (familiar maps)", ylim=(0, 1),
+               title=f"error by activation ({label}; mean ± SE over seeds)")
+        ax.legend(fontsize=8)
+    files["errors_by_activation.png"] = png(fig)
+
+    # place-likeness against RM error, one row per group as above: r only among comparable runs
+    fig, axes = plt.subplots(len(gs), 2, figsize=(10, 4.6 * len(gs)), squeeze=False, layout="constrained")
+    for ax_row, (label, rs) in zip(axes, gs):
+        rm = [r["metrics"]["rm_error"] for r in rs]
+        for ax, (stat, xlabel) in zip(ax_row, (("si_mean", "mean spatial information (bits)"),
+                                               ("place_cell_fraction", "fraction of place cells"))):
+            for pop, c, name in (("ffn", "C3", "FFN neurons"), ("att", "C0", "attention softmax neurons")):
+                x = [r["metrics"][f"{pop}_{stat}"] for r in rs]
+                ax.scatter(x, rm, color=c, zorder=3, label=f"{name}: Pearson r = {pearson(x, rm)}")
+            for r, y in zip(rs, rm):  # a faint line joins the two populations of one run
+                xs = [r["metrics"][f"{pop}_{stat}"] for pop in ("att", "ffn")]
+                ax.plot(xs, [y, y], color="0.85", lw=0.8, zorder=1)
+                ax.annotate(act_label(r["args"]), (xs[1], y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.set(xlabel=xlabel, ylabel="RM error (familiar maps)", title=f"{len(rs)} runs, {label}")
+            ax.title.set_fontsize(9)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    fig.suptitle("place-likeness of FFN and attention neurons against RM error")
+    files["place_score_vs_rm.png"] = png(fig)
+    return files
+
+
+def main(argv=None):
+    A = parse_args(argv)
+    torch.set_grad_enabled(False)
+    loaded = [(d, *load_run(d, A.device)) for d in A.runs]  # every input checked before any work
+    for d, model, _, _ in loaded:
+        if A.rate_steps <= model.cfg.context:
+            die(f"--rate_steps {A.rate_steps} must exceed the context ({model.cfg.context}) of {d}")
+    runs = []
+    for d, model, env, ckpt in loaded:
+        m, files = analyze_run(d, model, env, ckpt, A)
+        write_all(d, files)  # only now, with everything computed, is anything in d replaced
+        summary(m, model.cfg.n_layer)
+        print(f"  wrote {', '.join(files)} in {d}")
+        runs.append(dict(dir=d, args=ckpt["args"], metrics=m))
+    if len(runs) > 1:
+        compare(runs, A.out, runs[0]["metrics"]["chance"], not A.no_figures)
+
+
+if __name__ == "__main__":
+    main()
