@@ -273,8 +273,13 @@ def main(argv=None):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
-        env.generator.set_state(ckpt["rng"]["walks"])
         torch.set_rng_state(ckpt["rng"]["torch"])
+        if torch.device(ckpt["args"]["device"]).type == device.type:  # states are per device type
+            env.generator.set_state(ckpt["rng"]["walks"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        elif master:
+            print("resuming on another kind of device: the random streams start afresh")
         if master:
             print(f"resuming {ckpt_path} at step {step}; settings from the checkpoint "
                   f"except {', '.join('--' + k for k in RESUMABLE[:5])}")
@@ -304,7 +309,8 @@ def main(argv=None):
     def checkpoint():
         save_checkpoint(ckpt_path, model=raw_model.state_dict(), model_config=asdict(cfg),
                         args=vars(args), optimizer=optimizer.state_dict(), step=step,
-                        rng={"walks": env.generator.get_state(), "torch": torch.get_rng_state()})
+                        rng={"walks": env.generator.get_state(), "torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
 
     B = args.batch_size // world
 
