@@ -6,8 +6,8 @@ Analyse runs of train.py (SPEC section 4): memory errors, place cells, silencing
                                                     # figures in --out (default: here)
     python analyze.py out/ --quick                  # a smoke test, not a measurement
 
-Writes metrics.json (flat keys) and PNG figures into each run folder, only once everything has
-been computed. Choices (details in each function's docstring):
+Writes metrics.json (flat keys) and PNG figures (drawn by plots.py) into each run folder, only once
+everything has been computed. Choices (details in each function's docstring):
 - Error rates: on fresh walks drawn as in training (its walk_len and context), batch after batch
   until each standard error is below --max_se. The SE treats walks as clusters (steps within a
   walk are correlated): cluster_se.
@@ -31,15 +31,12 @@ import math
 import os
 import sys
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from env import GridWorld, visited_in_context  # noqa: E402
-from model import Model, ModelConfig  # noqa: E402
+import plots
+from env import GridWorld, visited_in_context
+from model import Model, ModelConfig
 
 # Flags left unset take DEFAULTS, or QUICK with --quick.
 DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, rate_maps=4,
@@ -49,7 +46,8 @@ QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=1, rate_maps
 SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 SILENCE_DRAWS = 5  # random sets of each size
 # Offsets from --seed of each part's own random stream.
-SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6, novel_loop=7)
+SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6,
+             novel_loop=7)
 NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions", "seed", "context",
                "walk_len", "d_rnn")
 # Settings that do not change what a run learned: left out when runs are grouped for comparison.
@@ -79,14 +77,16 @@ def parse_args(argv=None):
     a = p.add_argument
     a("runs", nargs="+", help="run folders, each holding ckpt.pt (and log.csv) from train.py")
     a("--out", default=".", help="where runs.csv and the comparison figures go (several runs)")
-    a("--walk_len", type=int, help="steps per walk for the error rates (default: the run's training walk_len)")
+    a("--walk_len", type=int,
+      help="steps per walk for the error rates (default: the run's training walk_len)")
     a("--max_se", type=float, help="draw walks until every error rate's standard error is below this")
     a("--max_walks", type=int, help="cap on walks per error estimate")
     a("--rate_steps", type=int, help="steps per long walk for rate maps")
     a("--rate_walks", type=int, help="long walks per map for rate maps")
     a("--rate_maps", type=int, help="rate maps in familiar maps 0..rate_maps-1, scores averaged over them")
     a("--shuffles", type=int, help="circular-shift shuffles per unit and map for the place-cell test")
-    a("--si_floor", type=float, default=0.1, help="a place cell's spatial information must also exceed this (bits)")
+    a("--si_floor", type=float, default=0.1,
+      help="a place cell's spatial information must also exceed this (bits)")
     a("--silence_walks", type=int, help="walks per silencing condition (the same walks for all)")
     a("--loop_walks", type=int, help="walks per loop-closure probe, familiar and novel each")
     a("--seed", type=int, default=1234, help="seed of analyze.py's walks, g0 and shuffles")
@@ -133,7 +133,8 @@ def load_run(run_dir, device):
         model = Model(ModelConfig(**ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
         c = model.cfg
-        assert (c.n_obs, c.n_actions, c.context) == (a.n_obs, a.n_actions, a.context), "model and args disagree"
+        same = (c.n_obs, c.n_actions, c.context) == (a.n_obs, a.n_actions, a.context)
+        assert same, "model and args disagree"
         env = GridWorld(a.size, a.n_obs, a.num_maps, a.n_actions, a.seed, device)
     except Exception as e:
         why = " ".join(str(e).split())[:200]  # one line, however long the message
@@ -216,7 +217,8 @@ def error_rates(predict, env, context, walk_len, gen, novel=False, max_se=0.005,
         obs, act, pos, maps = draw_walks(env, b, walk_len, gen, novel)
         wrong = predict(obs, act, pos, maps) != obs[:, 1:]  # (B, T)
         wm = visited_in_context(pos, context)
-        counts.append(torch.stack([(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)], 1).cpu())
+        per_walk = [(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)]
+        counts.append(torch.stack(per_walk, 1).cpu())
         n += b
         c = torch.cat(counts).double().numpy()
         out = {"walks": n}
@@ -265,7 +267,8 @@ def shuffle_test(activity, pos, n_nodes, shuffles, rng):
     W, T = p.shape
     a = a.reshape(W * T, -1)
     rate, occ = rate_maps(a, p.flatten(), n_nodes)
-    shifts = torch.as_tensor(rng.integers(T // 10, max(T - T // 10, T // 10 + 1), size=(shuffles, W)), device=p.device)
+    shifts = rng.integers(T // 10, max(T - T // 10, T // 10 + 1), size=(shuffles, W))
+    shifts = torch.as_tensor(shifts, device=p.device)
     t = torch.arange(T, device=p.device)
     null = [spatial_information(rate_maps(a, p.gather(1, (t - s[:, None]) % T).flatten(), n_nodes)[0], occ)
             for s in shifts]
@@ -301,7 +304,8 @@ def place_analysis(model, env, A, gen, rng):
     C, si, null = model.cfg.context, [], []
     for m in range(min(A.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, A.rate_walks, A.rate_steps, gen, map_id=m)
-        g0 = torch.randn(A.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device) / math.sqrt(model.cfg.d_rnn)
+        g0 = torch.randn(A.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device)
+        g0 = g0 / math.sqrt(model.cfg.d_rnn)
         units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps, U)
         nodes = pos[:, C:]  # (W, steps)
         s, n = shuffle_test(units, nodes, env.n_nodes, A.shuffles, rng)
@@ -314,7 +318,8 @@ def place_analysis(model, env, A, gen, rng):
 def silence(model, masks):
     """Multiply layer l's FFN activation output by masks[l] (d_ff,) of 0/1; returns the hook handles
     (.remove() them to undo)."""
-    return [b.mlp.act.register_forward_hook(lambda mod, inp, out, m=m: out * m) for b, m in zip(model.blocks, masks)]
+    return [b.mlp.act.register_forward_hook(lambda mod, inp, out, m=m: out * m)
+            for b, m in zip(model.blocks, masks)]
 
 
 def silencing_test(model, env, walk_len, ffn_si, A):
@@ -349,7 +354,8 @@ def silencing_test(model, env, walk_len, ffn_si, A):
 
 
 SQUARE = ("north", "east", "south", "west")
-LOOPS = [SQUARE[i:] + SQUARE[:i] for i in range(4)] + [tuple(reversed(SQUARE[i:] + SQUARE[:i])) for i in range(4)]
+LOOPS = [SQUARE[i:] + SQUARE[:i] for i in range(4)]
+LOOPS += [tuple(reversed(loop)) for loop in LOOPS]
 
 
 def loop_walks(env, batch, prefix, gen, novel=False):
@@ -357,7 +363,8 @@ def loop_walks(env, batch, prefix, gen, novel=False):
     in any of its 8 orientations, drawn uniformly among those that stay on the grid) that returns to
     the walk's last node. Returns obs, act, pos, maps as draw_walks; pos[:, -1] == pos[:, -5]."""
     obs, act, pos, maps = draw_walks(env, batch, prefix, gen, novel)
-    codes = torch.tensor([[env.action_names.index(m) for m in loop] for loop in LOOPS], device=env.device)  # (8, 4)
+    codes = torch.tensor([[env.action_names.index(m) for m in loop] for loop in LOOPS],
+                         device=env.device)  # (8, 4)
     node = pos[:, -1:].expand(batch, len(LOOPS))  # (B, 8)
     legal = torch.ones(batch, len(LOOPS), dtype=torch.bool, device=env.device)
     for j in range(4):  # try every orientation from every walk's end
@@ -380,13 +387,6 @@ def loop_accuracy(model, env, A, novel):
     return (model_predictor(model, gen)(obs, act, pos, maps)[:, -1] == obs[:, -1]).float().mean().item()
 
 
-def png(fig):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def write_all(folder, files):
     """Write every output under a temporary name first, then rename: all or nothing replaced."""
     os.makedirs(folder, exist_ok=True)
@@ -397,80 +397,6 @@ def write_all(folder, files):
         os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
 
 
-def act_label(args):
-    beta = f" β={args['beta']:g}" if args["beta"] != 1 else ""
-    return f"nmda α={args['alpha']:g}{beta}" if args["act"] == "nmda" else args["act"]
-
-
-def fig_training(rows, chance, title):
-    """Loss and the four error rates of log.csv against the optimizer step."""
-    assert rows, "empty"
-    step = [float(r["step"]) for r in rows]
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    a0.plot(step, [float(r["loss"]) for r in rows], "k-")
-    a0.set(xlabel="optimizer step", ylabel="training loss (cross-entropy, nats)", title="loss")
-    for key, label, style in (("wm_error", "WM, familiar maps", "C0-"), ("rm_error", "RM, familiar maps", "C3-"),
-                              ("novel_wm_error", "WM, novel maps", "C0--"),
-                              ("novel_rm_error", "RM, novel maps", "C3--")):
-        a1.plot(step, [float(r[key]) for r in rows], style, label=label)
-    a1.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.2f})")
-    a1.set(xlabel="optimizer step", ylabel="arg-max error rate", ylim=(0, 1),
-           title="memory errors (training evaluations)")
-    a1.legend(fontsize=8)
-    fig.suptitle(title)
-    return png(fig)
-
-
-def fig_rate_maps(rate, si, place, kinds, names, size, top=6):
-    """The most place-like units of each kind (by mean SI), rate maps in familiar map 0."""
-    rows = [("ffn", "FFN neurons"), ("att", "attention softmax neurons"), ("g", "position vector g")]
-    fig, axes = plt.subplots(len(rows), top, figsize=(1.9 * top, 2.3 * len(rows)), squeeze=False, layout="constrained")
-    for ax_row, (kind, title) in zip(axes, rows):
-        idx = np.flatnonzero(kinds == kind)
-        for ax, u in zip(ax_row, idx[np.argsort(-si[idx])[:top]]):
-            ax.imshow(rate[u].reshape(size, size), origin="upper", cmap="viridis")  # row 0 (north) on top
-            star = " *" if place[u] else ""
-            ax.set_title(f"{names[u]}{star}\nSI {si[u]:.2f} | {rate[u].min():.2g} to {rate[u].max():.2g}", fontsize=8)
-            ax.set_xticks([]), ax.set_yticks([])
-        ax_row[0].set_ylabel(title, fontsize=9)
-    fig.suptitle("most place-like units: mean activity per node in familiar map 0, north up, west left; colour\n"
-                 "from each map's min (dark) to max (yellow), range in the title; SI in bits, mean over maps; "
-                 "* = place cell", fontsize=10)
-    return png(fig)
-
-
-def fig_scores(si, place, kinds, layers, n_layer):
-    """Histograms of SI per population, place cells stacked in a darker colour."""
-    pops = [(f"FFN layer {l}", (kinds == "ffn") & (layers == l)) for l in range(n_layer)]
-    pops += [("attention softmax", kinds == "att"), ("position vector g", kinds == "g")]
-    bins = np.linspace(0, max(si.max(), 1e-3), 31)
-    fig, axes = plt.subplots(1, len(pops), figsize=(3.2 * len(pops), 3), sharex=True, layout="constrained")
-    for ax, (title, sel) in zip(axes, pops):
-        ax.hist([si[sel & place], si[sel & ~place]], bins, stacked=True, histtype="stepfilled", color=["C3", "C7"],
-                label=["place cell", "not"])
-        ax.set(title=f"{title}\n{place[sel].mean():.0%} of {sel.sum()} are place cells",
-               xlabel="spatial information (bits)", ylabel="units")
-    axes[0].legend(fontsize=8)
-    return png(fig)
-
-
-def fig_silencing(m, n_ffn, chance):
-    """Error against the share of FFN neurons silenced: most place-like first, or random."""
-    pct = [round(f * 100) for f in SILENCE_FRACTIONS]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
-    for ax, mem in zip(axes, ("rm", "wm")):
-        ax.plot(pct, [m[f"silence_{p}pct_place_{mem}_error"] for p in pct], "C3o-", label="most place-like (by SI)")
-        ax.errorbar(pct, [m[f"silence_{p}pct_random_{mem}_error"] for p in pct],
-                    [m[f"silence_{p}pct_random_{mem}_error_sd"] for p in pct], fmt="C7s--", capsize=3,
-                    label=f"random (mean ± sd, {SILENCE_DRAWS} draws)")
-        ax.axhline(m[f"silence_none_{mem}_error"], color="k", lw=0.8, label="none silenced")
-        ax.set(xscale="log", xlabel=f"% of the {n_ffn} FFN neurons silenced", ylabel="error rate (familiar maps)",
-               title=f"{mem.upper()} error (chance {chance:.2f})")
-        ax.set_xticks(pct, [str(p) for p in pct])
-    axes[0].legend(fontsize=8)
-    return png(fig)
-
-
 def analyze_run(run_dir, model, env, ckpt, A):
     """Every metric of one run as a flat dict, and the files to write next to it."""
     a, cfg = ckpt["args"], model.cfg
@@ -479,7 +405,8 @@ def analyze_run(run_dir, model, env, ckpt, A):
              num_maps=a["num_maps"], seed=a["seed"], chance=chance, walk_len=walk_len)
     for novel in (False, True):
         gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["novel_errors" if novel else "errors"])
-        r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, A.max_se, A.max_walks)
+        r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, A.max_se,
+                        A.max_walks)
         m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
     gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["rate_maps"])
     rng = np.random.default_rng(A.seed + SEEDS["shuffles"])
@@ -501,60 +428,56 @@ def analyze_run(run_dir, model, env, ckpt, A):
     files = {"metrics.json": json.dumps(m, indent=1) + "\n"}
     if not A.no_figures:
         log = os.path.join(run_dir, "log.csv")
-        title = f"{run_dir}: {act_label(a)}, {a['num_maps']} maps, seed {a['seed']}, step {ckpt['step']}"
+        title = (f"{run_dir}: {plots.act_label(a)}, {a['num_maps']} maps, seed {a['seed']}, "
+                 f"step {ckpt['step']}")
         try:  # the training curves are a bonus: a missing or odd log.csv costs only that figure
             with open(log) as f:
-                files["training.png"] = fig_training(list(csv.DictReader(f)), chance, title)
+                files["training.png"] = plots.fig_training(list(csv.DictReader(f)), chance, title)
         except (OSError, KeyError, ValueError, TypeError, AssertionError) as e:
-            print(f"analyze.py: no training.png: {log} is missing or unreadable ({type(e).__name__})", file=sys.stderr)
-        files["rate_maps.png"] = fig_rate_maps(first, si, place, kinds, names, env.size)
-        files["place_scores.png"] = fig_scores(si, place, kinds, layers, cfg.n_layer)
-        files["silencing.png"] = fig_silencing(m, cfg.n_layer * cfg.d_ff, chance)
+            print(f"analyze.py: no training.png: {log} is missing or unreadable ({type(e).__name__})",
+                  file=sys.stderr)
+        files["rate_maps.png"] = plots.fig_rate_maps(first, si, place, kinds, names, env.size)
+        files["place_scores.png"] = plots.fig_scores(si, place, kinds, layers, cfg.n_layer)
+        files["silencing.png"] = plots.fig_silencing(m, SILENCE_FRACTIONS, SILENCE_DRAWS,
+                                                     cfg.n_layer * cfg.d_ff, chance)
     return m, files
 
 
 def summary(m, n_layer):
     """The run's numbers on stdout, a few lines."""
     f = lambda k: "  n/a" if m[k] is None else f"{m[k]:.3f}"  # noqa: E731
-    print(f"{m['run']}: {act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {m['step']}. "
+    print(f"{m['run']}: {plots.act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {m['step']}. "
           f"Errors over walks of {m['walk_len']} steps, ± SE over walks (chance {m['chance']:.3f}):")
     for pre, name in (("", "familiar"), ("novel_", "novel")):
-        print(f"  {name:8s}  WM {f(pre + 'wm_error')} ± {f(pre + 'wm_error_se')} ({m[pre + 'wm_steps']} steps)   "
+        print(f"  {name:8s}  WM {f(pre + 'wm_error')} ± {f(pre + 'wm_error_se')} "
+              f"({m[pre + 'wm_steps']} steps)   "
               f"RM {f(pre + 'rm_error')} ± {f(pre + 'rm_error_se')} ({m[pre + 'rm_steps']} steps)   "
               f"[{m[pre + 'walks']} walks]")
     layers = ", ".join(f"layer {l} {m[f'ffn_place_cell_fraction_layer{l}']:.1%}" for l in range(n_layer))
-    print(f"  place cells ({m['rate_maps']} maps x {m['rate_steps_per_map']} steps, {m['shuffles']} shuffles): "
+    print(f"  place cells ({m['rate_maps']} maps x {m['rate_steps_per_map']} steps, "
+          f"{m['shuffles']} shuffles): "
           f"FFN {m['ffn_place_cell_fraction']:.1%} ({layers}), attention {m['att_place_cell_fraction']:.1%}, "
           f"g {m['g_place_cell_fraction']:.1%}; mean SI: FFN {m['ffn_si_mean']:.3f}, "
           f"attention {m['att_si_mean']:.3f} bits")
-    print(f"  loop closure accuracy: familiar {f('loop_closure_accuracy')}, novel {f('novel_loop_closure_accuracy')}")
+    print(f"  loop closure accuracy: familiar {f('loop_closure_accuracy')}, "
+          f"novel {f('novel_loop_closure_accuracy')}")
     for p in (round(x * 100) for x in SILENCE_FRACTIONS):
         t = f"silence_{p}pct"
         print(f"  silence {p:2d}% ({m[t + '_k']} FFN): most place-like WM {f(t + '_place_wm_error')} "
-              f"RM {f(t + '_place_rm_error')} | random WM {f(t + '_random_wm_error')} RM {f(t + '_random_rm_error')}")
+              f"RM {f(t + '_place_rm_error')} | random WM {f(t + '_random_wm_error')} "
+              f"RM {f(t + '_random_rm_error')}")
 
 
 def groups(runs, drop):
     """Runs with equal settings except `drop` (and seed), each group labelled by what sets it apart."""
     by = {}
     for r in runs:
-        key = tuple(sorted((k, str(v)) for k, v in r["args"].items() if k not in NOT_SETTINGS | set(drop) | {"seed"}))
+        key = tuple(sorted((k, str(v)) for k, v in r["args"].items()
+                           if k not in NOT_SETTINGS | set(drop) | {"seed"}))
         by.setdefault(key, []).append(r)
     differ = sorted({k for key in by for k, v in key if len({dict(o).get(k) for o in by}) > 1})
-    return [(", ".join(f"{k}={dict(key).get(k)}" for k in differ) or "all runs", rs) for key, rs in by.items()]
-
-
-def mean_se(runs, key):
-    """Mean and standard error over seeds (0 for one seed) of a metric."""
-    v = np.array([np.nan if r["metrics"][key] is None else r["metrics"][key] for r in runs], float)
-    return v.mean(), v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0
-
-
-def pearson(x, y):
-    """Pearson's r as text; n/a below 3 runs or without spread."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = len(x) >= 3 and x.std() > 0 and y.std() > 0
-    return f"{np.corrcoef(x, y)[0, 1]:.2f}" if ok else "n/a"
+    return [(", ".join(f"{k}={dict(key).get(k)}" for k in differ) or "all runs", rs)
+            for key, rs in by.items()]
 
 
 def compare(runs, out, chance, figures=True):
@@ -565,84 +488,26 @@ def compare(runs, out, chance, figures=True):
     w.writeheader()
     w.writerows(r["metrics"] for r in runs)
     files = {"runs.csv": table.getvalue()}
-    cols = ("act", "alpha", "beta", "num_maps", "seed", "wm_error", "rm_error", "novel_wm_error", "novel_rm_error",
-            "ffn_place_cell_fraction", "att_place_cell_fraction", "loop_closure_accuracy")
+    cols = ("act", "alpha", "beta", "num_maps", "seed", "wm_error", "rm_error", "novel_wm_error",
+            "novel_rm_error", "ffn_place_cell_fraction", "att_place_cell_fraction", "loop_closure_accuracy")
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    short = {"ffn_place_cell_fraction": "ffn_pc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
+    short = {"ffn_place_cell_fraction": "ffn_pc", "att_place_cell_fraction": "att_pc",
+             "loop_closure_accuracy": "loop"}
     rows = [["run"] + [short.get(c, c) for c in cols]]
     rows += [[r["dir"]] + [fmt(r["metrics"][c]) for c in cols] for r in runs]
     width = [max(len(row[i]) for row in rows) for i in range(len(cols) + 1)]
     print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
-    for label, rs in groups(runs, ("act", "alpha", "beta")):
+    gs = groups(runs, ("act", "alpha", "beta"))
+    for label, rs in gs:
         rm = [r["metrics"]["rm_error"] for r in rs]
-        r_ffn, r_att = (pearson([r["metrics"][f"{p}_si_mean"] for r in rs], rm) for p in ("ffn", "att"))
-        print(f"Pearson r of mean SI with RM error over {len(rs)} runs ({label}): FFN {r_ffn}, attention {r_att}")
+        r_ffn, r_att = (plots.pearson([r["metrics"][f"{p}_si_mean"] for r in rs], rm) for p in ("ffn", "att"))
+        print(f"Pearson r of mean SI with RM error over {len(rs)} runs ({label}): FFN {r_ffn}, "
+              f"attention {r_att}")
     if figures:
-        files.update(fig_compare(runs, chance))
+        nmda = [r for r in runs if r["args"]["act"] == "nmda"]
+        files.update(plots.fig_compare(runs, gs, groups(nmda, ("alpha",)), chance))
     write_all(out, files)
     print(f"wrote {', '.join(os.path.join(out, n) for n in files)}")
-
-
-def fig_compare(runs, chance):
-    """Errors against alpha, errors by activation, place-likeness against RM error."""
-    files = {}
-    nm = [r for r in runs if r["args"]["act"] == "nmda"]
-    if nm:  # RM and WM error against alpha, alpha = 0 on its own tick at the left of a log axis
-        alphas = sorted({r["args"]["alpha"] for r in nm})
-        zero_x = min([a for a in alphas if a > 0], default=1.0) / 10
-        fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
-        for i, (label, rs) in enumerate(groups(nm, ("alpha",))):
-            al = sorted({r["args"]["alpha"] for r in rs})
-            x = [a if a > 0 else zero_x for a in al]
-            for key, fmt_, name in (("rm_error", "o-", "RM"), ("wm_error", "s--", "WM")):
-                ms = [mean_se([r for r in rs if r["args"]["alpha"] == a], key) for a in al]
-                ax.errorbar(x, [v for v, _ in ms], [s for _, s in ms], fmt=fmt_, color=f"C{i}", capsize=3,
-                            label=f"{name} error, {label}")
-        ax.axhline(chance, color="gray", ls=":", label="chance")
-        ax.set_xscale("log")
-        ax.set_xticks([a if a > 0 else zero_x for a in alphas], [f"{a:g}" for a in alphas])
-        ax.minorticks_off()
-        ax.set(xlabel="NMDA α (log axis; 0 at the left)", ylabel="error rate (familiar maps)", ylim=(0, 1),
-               title="memory errors against α (mean ± SE over seeds)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-        files["errors_vs_alpha.png"] = png(fig)
-
-    gs = groups(runs, ("act", "alpha", "beta"))  # bars: one panel per group of otherwise equal runs
-    fig, axes = plt.subplots(len(gs), 1, figsize=(max(6, 1.3 * len(runs)), 3.3 * len(gs)), squeeze=False,
-                             layout="constrained")
-    for ax, (label, rs) in zip(axes[:, 0], gs):
-        acts = sorted({act_label(r["args"]) for r in rs})
-        for j, (key, name) in enumerate((("rm_error", "RM"), ("wm_error", "WM"))):
-            ms = [mean_se([r for r in rs if act_label(r["args"]) == a], key) for a in acts]
-            ax.bar(np.arange(len(acts)) + (j - 0.5) * 0.4, [v for v, _ in ms], 0.4, yerr=[s for _, s in ms],
-                   capsize=3, color=f"C{3 if j == 0 else 0}", label=f"{name} error")
-        ax.axhline(chance, color="gray", ls=":", label="chance")
-        ax.set_xticks(range(len(acts)), acts)
-        ax.set_xlim(-0.7, max(len(acts), 3) - 0.3)  # a lone bar pair stays bar-shaped
-        ax.set(ylabel="error rate (familiar maps)", ylim=(0, 1),
-               title=f"error by activation ({label}; mean ± SE over seeds)")
-        ax.legend(fontsize=8)
-    files["errors_by_activation.png"] = png(fig)
-
-    # place-likeness against RM error, one row per group as above: r only among comparable runs
-    fig, axes = plt.subplots(len(gs), 2, figsize=(10, 4.6 * len(gs)), squeeze=False, layout="constrained")
-    for ax_row, (label, rs) in zip(axes, gs):
-        rm = [r["metrics"]["rm_error"] for r in rs]
-        for ax, (stat, xlabel) in zip(ax_row, (("si_mean", "mean spatial information (bits)"),
-                                               ("place_cell_fraction", "fraction of place cells"))):
-            for pop, c, name in (("ffn", "C3", "FFN neurons"), ("att", "C0", "attention softmax neurons")):
-                x = [r["metrics"][f"{pop}_{stat}"] for r in rs]
-                ax.scatter(x, rm, color=c, zorder=3, label=f"{name}: Pearson r = {pearson(x, rm)}")
-            for r, y in zip(rs, rm):  # a faint line joins the two populations of one run
-                xs = [r["metrics"][f"{pop}_{stat}"] for pop in ("att", "ffn")]
-                ax.plot(xs, [y, y], color="0.85", lw=0.8, zorder=1)
-                ax.annotate(act_label(r["args"]), (xs[1], y), fontsize=6, xytext=(3, 2), textcoords="offset points")
-            ax.set(xlabel=xlabel, ylabel="RM error (familiar maps)", title=f"{len(rs)} runs, {label}")
-            ax.title.set_fontsize(9)
-            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    fig.suptitle("place-likeness of FFN and attention neurons against RM error")
-    files["place_score_vs_rm.png"] = png(fig)
-    return files
 
 
 def main(argv=None):
