@@ -92,6 +92,9 @@ def parse_args(argv=None):
     a("--seed", type=int, default=1234, help="seed of analyze.py's walks, g0 and shuffles")
     a("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, ...")
     a("--no_figures", action="store_true", help="numbers only")
+    a("--redo", action="store_true",
+      help="analyse every run again; by default a run whose metrics.json is newer than its ckpt.pt and "
+           "was made with the same analysis flags is read back, not recomputed")
     a("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
     for action in p._actions:  # --help shows both defaults of the flags --quick changes
         if action.dest in DEFAULTS:
@@ -397,12 +400,32 @@ def write_all(folder, files):
         os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
 
 
+def settings(A):
+    """The analysis flags that change the numbers, as one string stored in metrics.json."""
+    keys = ("walk_len", "max_se", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "si_floor",
+            "silence_walks", "loop_walks", "seed")
+    return " ".join(f"{k}={getattr(A, k)}" for k in keys)
+
+
+def previous_metrics(run_dir, ckpt, A):
+    """run_dir/metrics.json if it is newer than ckpt.pt, of the same step and made with the same flags."""
+    path = os.path.join(run_dir, "metrics.json")
+    try:
+        if os.path.getmtime(path) < os.path.getmtime(os.path.join(run_dir, "ckpt.pt")):
+            return None
+        with open(path) as f:
+            m = json.load(f)
+        return m if m.get("analysis") == settings(A) and m.get("step") == ckpt["step"] else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def analyze_run(run_dir, model, env, ckpt, A):
     """Every metric of one run as a flat dict, and the files to write next to it."""
     a, cfg = ckpt["args"], model.cfg
     walk_len, chance = A.walk_len or a["walk_len"], 1 - 1 / env.n_obs
     m = dict(run=run_dir, step=ckpt["step"], act=a["act"], alpha=a["alpha"], beta=a["beta"],
-             num_maps=a["num_maps"], seed=a["seed"], chance=chance, walk_len=walk_len)
+             num_maps=a["num_maps"], seed=a["seed"], chance=chance, walk_len=walk_len, analysis=settings(A))
     for novel in (False, True):
         gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["novel_errors" if novel else "errors"])
         r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, A.max_se,
@@ -480,6 +503,23 @@ def groups(runs, drop):
             for key, rs in by.items()]
 
 
+SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction",
+           "att_place_cell_fraction", "ffn_si_mean", "att_si_mean")
+
+
+def seed_table(runs):
+    """One row per setting (runs equal in all but the seed): mean and standard error over seeds."""
+    rows = []
+    for label, rs in groups(runs, ()):
+        a = rs[0]["args"]
+        row = dict(setting=label, act=a["act"], alpha=a["alpha"], beta=a["beta"], num_maps=a["num_maps"],
+                   seeds=len(rs))
+        for k in SUMMARY:
+            row[k], row[k + "_se"] = plots.mean_se(rs, k)
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["num_maps"], r["act"] != "nmda", r["act"], r["alpha"]))
+
+
 def compare(runs, out, chance, figures=True):
     """runs.csv, a table on stdout and the comparison figures across runs."""
     keys = list(dict.fromkeys(k for r in runs for k in r["metrics"]))
@@ -497,6 +537,18 @@ def compare(runs, out, chance, figures=True):
     rows += [[r["dir"]] + [fmt(r["metrics"][c]) for c in cols] for r in runs]
     width = [max(len(row[i]) for row in rows) for i in range(len(cols) + 1)]
     print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
+    summary_rows = seed_table(runs)
+    print(f"\nmean ± standard error over seeds (chance {chance:.3f}):")
+    heads = ("WM", "RM", "novel WM", "novel RM", "FFN place cells", "att place cells")
+    print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{h:>15}" for h in heads))
+    for r in summary_rows:
+        print(f"{r['act']:>10} {r['alpha']:>6g} {r['num_maps']:>3} {r['seeds']:>5}  "
+              + "  ".join(f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" for k in SUMMARY[:6]))
+    table = io.StringIO()
+    w = csv.DictWriter(table, list(summary_rows[0]))
+    w.writeheader()
+    w.writerows(summary_rows)
+    files["summary.csv"] = table.getvalue()
     gs = groups(runs, ("act", "alpha", "beta"))
     for label, rs in gs:
         rm = [r["metrics"]["rm_error"] for r in rs]
@@ -519,10 +571,15 @@ def main(argv=None):
             die(f"--rate_steps {A.rate_steps} must exceed the context ({model.cfg.context}) of {d}")
     runs = []
     for d, model, env, ckpt in loaded:
-        m, files = analyze_run(d, model, env, ckpt, A)
-        write_all(d, files)  # only now, with everything computed, is anything in d replaced
+        m = None if A.redo else previous_metrics(d, ckpt, A)
+        if m is None:
+            m, files = analyze_run(d, model, env, ckpt, A)
+            write_all(d, files)  # only now, with everything computed, is anything in d replaced
+            done = f"wrote {', '.join(files)} in {d}"
+        else:
+            done = f"read back {d}/metrics.json (same checkpoint and flags; --redo recomputes)"
         summary(m, model.cfg.n_layer)
-        print(f"  wrote {', '.join(files)} in {d}")
+        print("  " + done)
         runs.append(dict(dir=d, args=ckpt["args"], metrics=m))
     if len(runs) > 1:
         compare(runs, A.out, runs[0]["metrics"]["chance"], not A.no_figures)

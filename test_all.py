@@ -516,6 +516,13 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
         assert os.path.getsize(tmp_path / f) > 1000
     out = capsys.readouterr().out
     assert a in out and b in out and "Pearson" in out
+    summary = open(tmp_path / "summary.csv").read().splitlines()  # one row per setting: alpha 10, alpha 0
+    assert len(summary) == 3 and ",seeds," in summary[0]
+    # A second comparison reads the metrics back instead of recomputing them, unless the flags differ.
+    analyze.main([a, b, "--quick", "--out", str(tmp_path), "--no_figures"])
+    assert capsys.readouterr().out.count("read back") == 2
+    analyze.main([a, "--quick", "--shuffles", "3", "--no_figures"])
+    assert "read back" not in capsys.readouterr().out
 
 
 def test_a_failed_analysis_replaces_nothing(tiny_runs, monkeypatch):
