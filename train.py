@@ -60,12 +60,17 @@ class Parser(argparse.ArgumentParser):
         die(message)
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # preset flags say so themselves
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=Help)
     P = "(default: from --preset)"
     a = p.add_argument
     a("--preset", choices=["auto", "paper", "small"], default="auto",
-      help="paper: SPEC figures for one GPU; small: for a 2-core CPU; auto: paper on a GPU, else small")
+      help="paper: the paper's settings, for one GPU; small: for a 2-core CPU; auto: paper on a GPU, else small")
     a("--act", default="nmda", help=f"feed-forward activation: {', '.join(ACTIVATIONS)}")
     a("--alpha", type=float, default=10.0, help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear")
     a("--beta", type=float, default=1.0, help="NMDA beta, the steepness of the gate")
