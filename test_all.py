@@ -253,6 +253,13 @@ def test_the_command_line_reports_bad_input_in_one_line():
         "train.py: error: --alpha must be in [0, 1e6] (got -1.0)"]
 
 
+def test_benchmark_prints_both_layouts_and_writes_nothing(tmp_path, capsys):
+    train.main(TINY + ["--bench", "2", "--out_dir", str(tmp_path / "bench")])
+    out = capsys.readouterr().out
+    assert out.count("predictions/s") == 2 and "one pass / prefix by prefix:" in out
+    assert not (tmp_path / "bench").exists()
+
+
 def test_two_process_data_parallel_gives_the_same_losses(tmp_path):
     argv = TINY + ["--max_iters", "6", "--eval_interval", "3", "--dropout", "0", "--seed", "3"]
     train.main(argv + ["--out_dir", str(tmp_path / "one")])

@@ -299,7 +299,8 @@ def main(argv=None):
     scaler = torch.amp.GradScaler(enabled=ptdtype == torch.float16)
 
     if master:
-        os.makedirs(args.out_dir, exist_ok=True)
+        if not args.bench:
+            os.makedirs(args.out_dir, exist_ok=True)
         n_params = sum(p.numel() for p in raw_model.parameters())
         print(f"{args.act} alpha={args.alpha:g} beta={args.beta:g} | {args.size}x{args.size} grid, "
               f"{args.num_maps} maps, context {args.context} | {n_params / 1e6:.2f}M parameters | "
