@@ -542,7 +542,8 @@ def compare(runs, out, chance, figures=True):
     heads = ("WM", "RM", "novel WM", "novel RM", "FFN place cells", "att place cells")
     print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{h:>15}" for h in heads))
     for r in summary_rows:
-        print(f"{r['act']:>10} {r['alpha']:>6g} {r['num_maps']:>3} {r['seeds']:>5}  "
+        alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"  # alpha shapes only NMDA
+        print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  "
               + "  ".join(f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" for k in SUMMARY[:6]))
     table = io.StringIO()
     w = csv.DictWriter(table, list(summary_rows[0]))
