@@ -140,10 +140,15 @@ def fig_compare(runs, gs, nmda_gs, chance):
         files["errors_vs_alpha.png"] = png(fig)
 
     # bars: one panel per group of otherwise equal runs
-    fig, axes = plt.subplots(len(gs), 1, figsize=(max(6, 1.3 * len(runs)), 3.3 * len(gs)), squeeze=False,
-                             layout="constrained")
-    for ax, (label, rs) in zip(axes[:, 0], gs):
-        acts = sorted({act_label(r["args"]) for r in rs})
+    def order(r):  # NMDA by alpha first, then the other activations by name
+        return (r["args"]["act"] != "nmda", r["args"]["act"], r["args"]["alpha"], r["args"]["beta"])
+
+    bar_gs = [(label, sorted(rs, key=order)) for label, rs in gs if len({act_label(r["args"]) for r in rs}) > 1]
+    n_bars = max([len({act_label(r["args"]) for r in rs}) for _, rs in bar_gs] + [1])
+    fig, axes = plt.subplots(max(len(bar_gs), 1), 1, figsize=(max(6, 1.1 * n_bars), 3.3 * max(len(bar_gs), 1)),
+                             squeeze=False, layout="constrained")
+    for ax, (label, rs) in zip(axes[:, 0], bar_gs):
+        acts = list(dict.fromkeys(act_label(r["args"]) for r in rs))
         for j, (key, name) in enumerate((("rm_error", "RM"), ("wm_error", "WM"))):
             ms = [mean_se([r for r in rs if act_label(r["args"]) == a], key) for a in acts]
             ax.bar(np.arange(len(acts)) + (j - 0.5) * 0.4, [v for v, _ in ms], 0.4, yerr=[s for _, s in ms],
