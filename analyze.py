@@ -408,11 +408,14 @@ def settings(A):
 
 
 def previous_metrics(run_dir, ckpt, A):
-    """run_dir/metrics.json if it is newer than ckpt.pt, of the same step and made with the same flags."""
+    """run_dir/metrics.json if it is newer than ckpt.pt, of the same step, made with the same flags and,
+    if figures are wanted, drawn."""
     path = os.path.join(run_dir, "metrics.json")
     try:
         if os.path.getmtime(path) < os.path.getmtime(os.path.join(run_dir, "ckpt.pt")):
             return None
+        if not A.no_figures and not os.path.exists(os.path.join(run_dir, "rate_maps.png")):
+            return None  # figures wanted that an earlier --no_figures analysis did not draw
         with open(path) as f:
             m = json.load(f)
         return m if m.get("analysis") == settings(A) and m.get("step") == ckpt["step"] else None
