@@ -271,8 +271,11 @@ def test_two_process_data_parallel_gives_the_same_losses(tmp_path):
     one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
     assert [r["step"] for r in two] == ["3", "6"]
     for a, b in zip(one, two):
-        for k in ("loss", "wm_error", "rm_error"):
-            assert abs(float(a[k]) - float(b[k])) < 1e-4, (k, a[k], b[k])
+        # Gradients summed in another order differ in the last bits: losses agree to float
+        # tolerance; an arg-max error rate may flip a prediction or two of its ~400 steps.
+        assert abs(float(a["loss"]) - float(b["loss"])) < 2e-4, (a["loss"], b["loss"])
+        for k in ("wm_error", "rm_error"):
+            assert abs(float(a[k]) - float(b[k])) < 0.01, (k, a[k], b[k])
 
 
 # ---- analyze.py ---------------------------------------------------------------------------------
