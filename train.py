@@ -394,6 +394,9 @@ def main(argv=None):
             checkpoint()
             print(f"\ninterrupted: saved {ckpt_path} at step {step}; --resume goes on from there")
         sys.exit(130)
+    else:
+        if ddp:  # let every process finish together: rank 0 may still be evaluating and saving
+            torch.distributed.barrier()
     finally:
         if ddp:
             destroy_process_group()
