@@ -44,7 +44,7 @@ PRESETS = {
                   max_iters=2000, eval_interval=250, eval_walks=256),
 }
 # Flags a resumed run may change; every other setting comes from the checkpoint.
-RESUMABLE = ("max_iters", "eval_interval", "device", "dtype", "compile", "resume", "out_dir", "bench")
+RESUMABLE = ("max_iters", "eval_interval", "device", "dtype", "compile", "resume", "out_dir", "bench", "profile")
 # Dense bf16 peak FLOP/s of the GPUs whose MFU we report (NVIDIA data sheets, SXM parts).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -104,6 +104,8 @@ def parse_args(argv=None):
     a("--bench", type=int, default=0, metavar="N",
       help="benchmark instead of training: time N training steps after warm-up, one pass against "
            "prefix by prefix, and print predictions/s, tokens/s, step time, peak memory and MFU")
+    a("--profile", type=int, default=0, metavar="N",
+      help="with --bench: also profile N training iterations and print the ops that take the most time")
     return p.parse_args(argv)
 
 
@@ -148,6 +150,9 @@ def check(args):
         die(f"--d_model must be even and divisible by --n_head (got d_model {args.d_model}, n_head {args.n_head})")
     if args.lr <= 0 or not 0 <= args.dropout < 1 or args.grad_clip < 0:
         die("--lr must be > 0, --dropout in [0, 1), --grad_clip >= 0")
+    if args.bench < 0 or args.profile < 0 or (args.profile and not args.bench):
+        die(f"--bench and --profile take a count >= 0, and --profile needs --bench "
+            f"(got --bench {args.bench}, --profile {args.profile})")
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         die(f"--device {args.device!r} is not available here; use auto or cpu")
 
@@ -203,9 +208,11 @@ def evaluate(model, env, args, ctx):
 def bench(args, next_batch, train_step, flops_per_step, peak, device):
     """Time the training step after warm-up: one pass over walk_len steps against one pass per
     prefix (a window of `context` observations predicting its last step, as the official
-    release trains). Prints medians; MFU against the GPU's dense bf16 peak."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    if device.type == "cuda":
+    release trains), and the walk generation that feeds it. Prints medians; MFU against the
+    GPU's dense bf16 peak. With --profile, also where the time of a training iteration goes."""
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
     def timed(step_fn, n):
@@ -222,6 +229,7 @@ def bench(args, next_batch, train_step, flops_per_step, peak, device):
 
     batch = next_batch()
     T, W, B = args.walk_len, min(args.context, args.walk_len), batch[0].shape[0]
+    walks = timed(next_batch, args.bench)
     one = timed(lambda: train_step(*batch), args.bench)
     # prefix by prefix: observations t-W+1..t with g0 = g_{t-W+1}; the same function (see tests)
     window = (batch[0][:, : W + 1], batch[1][:, :W], batch[2])
@@ -235,8 +243,23 @@ def bench(args, next_batch, train_step, flops_per_step, peak, device):
         print(f"{name:>16}: {sec * 1000:8.2f} ms/step | {preds / sec:12,.0f} predictions/s | "
               f"{tokens / sec:12,.0f} tokens/s{mfu}")
     print(f"one pass / prefix by prefix: {(B * T / one) / (B / prefix):.1f}x the predictions per second")
-    if device.type == "cuda":
+    mfu = f", MFU {flops_per_step / (walks + one) / peak:.1%}" if peak else ""
+    print(f"walk generation: {walks * 1000:.2f} ms per batch; a training iteration (walks + one "
+          f"pass) {(walks + one) * 1000:.2f} ms{mfu}")
+    if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    if args.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(args.profile):
+                with torch.profiler.record_function("walks"):
+                    b = next_batch()
+                with torch.profiler.record_function("train_step"):
+                    train_step(*b)
+            sync()
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        print(f"profile of {args.profile} training iterations, by {key}:")
+        print(prof.key_averages().table(sort_by=key, row_limit=20))
 
 
 def main(argv=None):
