@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import analyze
 import train
@@ -178,6 +179,22 @@ def test_recorded_activity_matches_the_forward_pass():
     assert (att[..., torch.triu(torch.ones(12, 12, dtype=torch.bool), 1)] == 0).all()
 
 
+@pytest.mark.parametrize("tem_t", [False, True])
+def test_flops_per_step_matches_a_flop_counter(tem_t):
+    # torch's FlopCounterMode counts every matrix multiply of a forward and backward pass. With
+    # rec the attention is spelled out, so it charges the full (2T x 2T) score matrix, masked pairs
+    # too; flops_per_step (which MFU divides by) counts only the pairs the mask lets through. And
+    # g0 needs no gradient, so the first path-integration step skips one backward multiply.
+    model, (B, T) = tiny_model(tem_t=tem_t).train(), (3, 10)
+    obs, act, _, _ = walks(T=T, B=B)
+    with FlopCounterMode(display=False) as counter:
+        model(obs[:, :-1], act, rec={}).sum().backward()
+    c = model.cfg
+    masked_pairs = (2 * T) ** 2 - model.attention_mask(T, "cpu").sum().item()
+    masked = 3 * c.n_layer * 2 * (2 * B * masked_pairs * c.d_model)  # q.k and att @ v, x3 for backward
+    g0_grad = 2 * B * c.n_actions * c.d_rnn ** 2
+    assert model.flops_per_step(B, T) == counter.get_total_flops() - masked + g0_grad
+
 # ---- train.py -----------------------------------------------------------------------------------
 
 def read_log(out_dir):
@@ -231,6 +248,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys):
         (["--size", "1"], "--size"),
         (["--act", "softsign"], "--act"),
         (["--n_head", "3"], "--n_head"),
+        (["--profile", "2"], "--profile"),
+        (["--bench", "-1"], "--bench"),
         (["--context", "0"], "--context"),
         (["--lr", "nan"], "--lr"),
         (["--resume", "--out_dir", str(tmp_path / "missing")], "no checkpoint"),
@@ -254,9 +273,10 @@ def test_the_command_line_reports_bad_input_in_one_line():
 
 
 def test_benchmark_prints_both_layouts_and_writes_nothing(tmp_path, capsys):
-    train.main(TINY + ["--bench", "2", "--out_dir", str(tmp_path / "bench")])
+    train.main(TINY + ["--bench", "2", "--profile", "1", "--out_dir", str(tmp_path / "bench")])
     out = capsys.readouterr().out
     assert out.count("predictions/s") == 2 and "one pass / prefix by prefix:" in out
+    assert "walk generation:" in out and "aten::mm" in out  # the profile lists the matmuls
     assert not (tmp_path / "bench").exists()
 
 
