@@ -537,7 +537,8 @@ def compare(runs, out, chance, figures=True):
     short = {"ffn_place_cell_fraction": "ffn_pc", "att_place_cell_fraction": "att_pc",
              "loop_closure_accuracy": "loop"}
     rows = [["run"] + [short.get(c, c) for c in cols]]
-    rows += [[r["dir"]] + [fmt(r["metrics"][c]) for c in cols] for r in runs]
+    nmda_only = lambda r, c: c in ("alpha", "beta") and r["metrics"]["act"] != "nmda"  # noqa: E731
+    rows += [[r["dir"]] + ["-" if nmda_only(r, c) else fmt(r["metrics"][c]) for c in cols] for r in runs]
     width = [max(len(row[i]) for row in rows) for i in range(len(cols) + 1)]
     print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
     summary_rows = seed_table(runs)
