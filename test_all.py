@@ -403,6 +403,22 @@ def test_gaussian_bumps_are_place_cells_and_noise_is_not():
     assert const_si[0] == 0
 
 
+def test_a_near_silent_unit_is_caught_although_its_si_is_high():
+    # SI is scale-free: a place field scaled by 1e-12 has the SI of the field, and passes the
+    # shuffle test. Its rate map's spread, a trillionth of the others', marks it silent.
+    env = GridWorld(size=5, num_maps=1, seed=0)
+    _, _, pos, _ = env.walk(1, 4000, generator=torch.Generator().manual_seed(1))
+    pos = pos[0].numpy()
+    rng = np.random.default_rng(1)
+    field = np.exp(-((pos // 5 - 2) ** 2 + (pos % 5 - 1) ** 2) / 2.0)
+    units = np.stack([field, 1e-12 * field] + [rng.standard_normal(len(pos)) for _ in range(6)], 1)
+    si, null = analyze.shuffle_test(units, pos, 25, 50, rng)
+    assert analyze.place_cells(si, null).tolist()[:2] == [True, True] and si[1] == pytest.approx(si[0])
+    rate, occ = analyze.rate_maps(units, pos, 25)
+    silent = analyze.silent_units(np.ptp(rate, axis=1), np.array(["ffn"] * 8))
+    assert silent.tolist() == [False, True] + [False] * 6
+
+
 def test_rate_maps_average_activity_per_node():
     # a unit active only in the north-west corner node (row 0, column 0) of a 3x3 grid
     pos = np.array([0, 1, 2, 4, 8, 0])
