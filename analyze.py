@@ -43,7 +43,7 @@ DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, ra
                 shuffles=100, silence_walks=256, loop_walks=1024)
 QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=1, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
-METHOD = 2  # raise it when a change of method changes the numbers: older metrics.json are redone
+METHOD = 3  # raise it when a change of method changes the numbers: older metrics.json are redone
 SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 SILENCE_DRAWS = 5  # random sets of each size
 # Offsets from --seed of each part's own random stream.
@@ -285,10 +285,10 @@ def place_cells(si, null, floor=0.1, pct=99.0):
 
 
 def silent_units(spread, kinds, frac=0.01):
-    """True for the units whose rate maps barely vary: a spread (max - min over nodes, averaged over
-    maps) below frac of the median spread of their kind. SI is scale-free, so a unit whose activity
-    is all but zero (an attention lag weighted 1e-20 everywhere) could score the maximum on rounding
-    noise alone. analyze_run sets a silent unit's score to 0: it tells the network nothing of place."""
+    """True for the units whose rate map in a map barely varies: a spread (max - min over nodes)
+    below frac of the median spread of their kind. SI is scale-free, so a unit whose activity is all
+    but zero (an attention lag weighted 1e-20 everywhere) could score the maximum on rounding noise
+    alone. place_analysis scores a silent unit 0 in that map: it tells the network nothing of place."""
     silent = np.zeros(len(spread), dtype=bool)
     for kind in np.unique(kinds):
         sel = kinds == kind
@@ -316,10 +316,12 @@ def place_analysis(model, env, A, gen, rng):
     """Per familiar map 0..rate_maps-1: long walks, every unit's rate map, SI and shuffles. A unit's
     score is its SI averaged over maps; its null is the shuffles averaged over maps (shuffle j of
     every map), so the test asks whether the mean SI beats chance. Steps before the context is full
-    are left out, so every lag unit is defined; activity at step t belongs to node pos[t+1].
-    Returns the scores, their nulls, map 0's rate maps, each unit's spread (max - min of its rate
-    map, averaged over maps), the number of maps and the steps per map."""
-    C, si, null, spread = model.cfg.context, [], [], []
+    are left out, so every lag unit is defined; activity at step t belongs to node pos[t+1]. A unit
+    silent in a map (silent_units) scores 0 there, in its shuffles too.
+    Returns the scores, their nulls, map 0's rate maps, the fraction of maps each unit is silent in,
+    the number of maps and the steps per map."""
+    C, si, null, silent = model.cfg.context, [], [], []
+    kinds = unit_kinds(model.cfg)[0]
     for m in range(min(A.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, A.rate_walks, A.rate_steps, gen, map_id=m)
         g0 = torch.randn(A.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device)
@@ -327,11 +329,11 @@ def place_analysis(model, env, A, gen, rng):
         units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps, U)
         nodes = pos[:, C:]  # (W, steps)
         s, n = shuffle_test(units, nodes, env.n_nodes, A.shuffles, rng)
-        si.append(s), null.append(n)
         rate, occ = rate_maps(units.flatten(0, 1), nodes.flatten(), env.n_nodes)
-        spread.append(np.ptp(rate[:, occ > 0], axis=1))
+        quiet = silent_units(np.ptp(rate[:, occ > 0], axis=1), kinds)  # (U,)
+        si.append(np.where(quiet, 0.0, s)), null.append(np.where(quiet, 0.0, n)), silent.append(quiet)
         first = rate if m == 0 else first
-    return np.mean(si, 0), np.mean(null, 0), first, np.mean(spread, 0), len(si), nodes.numel()
+    return np.mean(si, 0), np.mean(null, 0), first, np.mean(silent, 0), len(si), nodes.numel()
 
 
 def silence(model, masks):
@@ -453,10 +455,8 @@ def analyze_run(run_dir, model, env, ckpt, A):
         m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
     gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["rate_maps"])
     rng = np.random.default_rng(A.seed + SEEDS["shuffles"])
-    si, null, first, spread, n_maps, n_steps = place_analysis(model, env, A, gen, rng)
+    si, null, first, silent, n_maps, n_steps = place_analysis(model, env, A, gen, rng)
     kinds, layers, names = unit_kinds(cfg)
-    silent = silent_units(spread, kinds)
-    si = np.where(silent, 0.0, si)
     place = place_cells(si, null, A.si_floor)
     m.update(rate_maps=n_maps, rate_steps_per_map=n_steps, shuffles=A.shuffles)
     for kind in ("ffn", "att", "g"):
@@ -508,7 +508,7 @@ def summary(m, n_layer):
     silent = ", ".join(f"{m[k + '_silent_fraction']:.1%} of {name}" for k, name in
                        (("ffn", "FFN"), ("att", "attention"), ("g", "g")) if m.get(k + "_silent_fraction"))
     if silent:
-        print(f"  silent units (scored 0): {silent}")
+        print(f"  silent, so scored 0 (share of units x maps): {silent}")
     print(f"  loop closure accuracy: familiar {f('loop_closure_accuracy')}, "
           f"novel {f('novel_loop_closure_accuracy')}")
     for p in (round(x * 100) for x in SILENCE_FRACTIONS):
