@@ -53,7 +53,7 @@ NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions",
                "walk_len", "d_rnn")
 # Settings that do not change what a run learned: left out when runs are grouped for comparison.
 NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", "eval_interval",
-                "eval_walks", "preset", "bench"}
+                "eval_walks", "preset", "bench", "profile"}
 
 
 def die(msg):

@@ -542,6 +542,12 @@ def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
     assert sorted(os.listdir(tiny_runs / "a")) == before  # nor next to the good run named before it
 
 
+def test_flags_a_run_may_change_on_resume_do_not_split_runs_into_settings():
+    # train.py's RESUMABLE flags (bar max_iters) do not change what a run learns; comparison must
+    # not tell runs apart by them, or a checkpoint from before a new flag forms a group of its own
+    assert set(train.RESUMABLE) - {"max_iters"} <= analyze.NOT_SETTINGS
+
+
 def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
     a, b = str(tiny_runs / "a"), str(tiny_runs / "b")
     analyze.main([a, b, "--quick", "--out", str(tmp_path)])
