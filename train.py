@@ -313,7 +313,7 @@ def main(argv=None):
                   f"except {', '.join('--' + k for k in RESUMABLE[:5])}")
     flops_per_step = model.flops_per_step(args.batch_size, args.walk_len)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
+    peak = next((v * world for k, v in PEAK_FLOPS.items() if k in gpu), None)  # the global batch's GPUs
     raw_model = model
     if args.compile == "on":
         model = torch.compile(model)
