@@ -572,7 +572,8 @@ def compare(runs, out, chance, figures=True):
     for r in summary_rows:
         alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"  # alpha shapes only NMDA
         print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  "
-              + "  ".join(f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" for k in SUMMARY[:6]))
+              + "  ".join(f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}"
+                          for k in SUMMARY[:6]))
     table = io.StringIO()
     w = csv.DictWriter(table, list(summary_rows[0]))
     w.writeheader()

@@ -28,9 +28,9 @@ def act_label(args):
 
 
 def mean_se(runs, key):
-    """Mean and standard error over seeds (0 for one seed) of a metric."""
+    """Mean and standard error over seeds of a metric (nan for one seed: no spread to measure)."""
     v = np.array([np.nan if r["metrics"][key] is None else r["metrics"][key] for r in runs], float)
-    return v.mean(), v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0
+    return v.mean(), v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
 
 
 def pearson(x, y):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import analyze
+import plots
 import train
 from env import GridWorld, visited_in_context
 from model import Model, ModelConfig
@@ -540,6 +541,15 @@ def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
     for name in ("truncated", "foreign", "wrong_shapes"):
         assert os.listdir(tmp_path / name) == ["ckpt.pt"]  # nothing written next to a bad checkpoint
     assert sorted(os.listdir(tiny_runs / "a")) == before  # nor next to the good run named before it
+
+
+def test_mean_se_over_seeds_and_pearson_r_on_known_values():
+    runs = [{"metrics": {"rm_error": v}} for v in (1.0, 2.0, 3.0)]
+    assert plots.mean_se(runs, "rm_error") == (2.0, pytest.approx(1 / math.sqrt(3)))  # sd 1 over sqrt 3
+    mean, se = plots.mean_se(runs[:1], "rm_error")
+    assert mean == 1.0 and math.isnan(se)  # one seed: no standard error, not a zero one
+    assert plots.pearson([1, 2, 3, 4], [3, 5, 7, 9]) == "1.00" and plots.pearson([1, 2, 3], [3, 2, 1]) == "-1.00"
+    assert plots.pearson([1, 2], [1, 2]) == "n/a" and plots.pearson([1, 1, 1], [1, 2, 3]) == "n/a"
 
 
 def test_flags_a_run_may_change_on_resume_do_not_split_runs_into_settings():
