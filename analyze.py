@@ -1,9 +1,10 @@
 """
-Analyse runs of train.py (SPEC section 4): memory errors, place cells, silencing, loop closure.
+Analyse runs of train.py: memory errors, place cells, silencing and loop closure, the measures of
+Kim et al. (NeurIPS 2023, sections 3-4 and figures 3-5) and some beyond them.
 
     python analyze.py out/                          # one run: metrics.json and PNGs in out/
-    python analyze.py out_a0/ out_a10/ out_gelu/    # each as above, then runs.csv and comparison
-                                                    # figures in --out (default: here)
+    python analyze.py out_a0/ out_a10/ out_gelu/    # each as above, then compare.py's runs.csv,
+                                                    # summary.csv and figures in --out
     python analyze.py out/ --quick                  # a smoke test, not a measurement
 
 Writes metrics.json (flat keys) and PNG figures (drawn by plots.py) into each run folder, only once
@@ -25,7 +26,6 @@ each part has its own, so resizing one leaves the others be.
 
 import argparse
 import csv
-import io
 import json
 import math
 import os
@@ -34,6 +34,7 @@ import sys
 import numpy as np
 import torch
 
+import compare
 import plots
 from env import GridWorld, visited_in_context
 from model import Model, ModelConfig
@@ -51,9 +52,7 @@ SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, sil
              novel_loop=7)
 NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions", "seed", "context",
                "walk_len", "d_rnn")
-# Settings that do not change what a run learned: left out when runs are grouped for comparison.
-NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", "eval_interval",
-                "eval_walks", "preset", "bench", "profile"}
+
 
 
 def die(msg):
@@ -62,66 +61,65 @@ def die(msg):
     sys.exit(2)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own complaints: one line, exit 2
-        die(message)
-
-
-class Help(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):  # flags defaulting to None say their default in words
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def parse_args(argv=None):
-    p = Parser(description="Analyse runs of train.py: memory errors, place cells, silencing, loop closure.",
-               formatter_class=Help)
-    a = p.add_argument
-    a("runs", nargs="+", help="run folders, each holding ckpt.pt (and log.csv) from train.py")
-    a("--out", default=".", help="where runs.csv and the comparison figures go (several runs)")
-    a("--walk_len", type=int,
-      help="steps per walk for the error rates (default: the run's training walk_len)")
-    a("--max_se", type=float, help="draw walks until every error rate's standard error is below this")
-    a("--max_walks", type=int, help="cap on walks per error estimate")
-    a("--rate_steps", type=int, help="steps per long walk for rate maps")
-    a("--rate_walks", type=int, help="long walks per map for rate maps")
-    a("--rate_maps", type=int, help="rate maps in familiar maps 0..rate_maps-1, scores averaged over them")
-    a("--shuffles", type=int, help="circular-shift shuffles per unit and map for the place-cell test")
-    a("--si_floor", type=float, default=0.1,
-      help="a place cell's spatial information must also exceed this (bits)")
-    a("--silence_walks", type=int, help="walks per silencing condition (the same walks for all)")
-    a("--loop_walks", type=int, help="walks per loop-closure probe, familiar and novel each")
-    a("--seed", type=int, default=1234, help="seed of analyze.py's walks, g0 and shuffles")
-    a("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, ...")
-    a("--no_figures", action="store_true", help="numbers only")
-    a("--redo", action="store_true",
-      help="analyse every run again; by default a run whose metrics.json is newer than its ckpt.pt and "
-           "was made with the same analysis flags is read back, not recomputed")
-    a("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
-    for action in p._actions:  # --help shows both defaults of the flags --quick changes
-        if action.dest in DEFAULTS:
-            action.help += f" (default: {DEFAULTS[action.dest]}; --quick: {QUICK[action.dest]})"
-    args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    ints = ("walk_len", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "silence_walks",
-            "loop_walks")
-    if any(getattr(args, k) is not None and getattr(args, k) < 1 for k in ints):
-        die(f"--{', --'.join(ints)} must be positive integers")
-    if not args.max_se >= 0 or not math.isfinite(args.si_floor):
-        die("--max_se must be >= 0 and --si_floor a finite number")
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        die(f"--device {args.device!r} is not available here; use auto or cpu")
-    return args
+    p = argparse.ArgumentParser(description="Analyse runs of train.py: memory errors, place cells, "
+                                            "silencing, loop closure.")
+    p.error = die  # argparse's own complaints: one line, exit 2
+
+    def both(k):  # the help of a flag that --quick changes gives both defaults
+        return f" (default: {DEFAULTS[k]}; --quick: {QUICK[k]})"
+
+    add = p.add_argument
+    add("runs", nargs="+", help="run folders, each holding ckpt.pt (and log.csv) from train.py")
+    add("--out", default=".", help="where runs.csv and the comparison figures go, for several runs "
+                                   "(default: %(default)s)")
+    add("--walk_len", type=int, help="steps per walk for the error rates (default: the run's training walk_len)")
+    add("--max_se", type=float, help="draw walks until every error rate's standard error is below this" + both("max_se"))
+    add("--max_walks", type=int, help="cap on walks per error estimate" + both("max_walks"))
+    add("--rate_steps", type=int, help="steps per long walk for rate maps" + both("rate_steps"))
+    add("--rate_walks", type=int, help="long walks per map for rate maps" + both("rate_walks"))
+    add("--rate_maps", type=int, help="rate maps in familiar maps 0..rate_maps-1, scores averaged over them"
+                                      + both("rate_maps"))
+    add("--shuffles", type=int, help="circular-shift shuffles per unit and map for the place-cell test"
+                                     + both("shuffles"))
+    add("--si_floor", type=float, default=0.1,
+        help="a place cell's spatial information must also exceed this, in bits (default: %(default)s)")
+    add("--silence_walks", type=int, help="walks per silencing condition (the same walks for all)"
+                                          + both("silence_walks"))
+    add("--loop_walks", type=int, help="walks per loop-closure probe, familiar and novel each" + both("loop_walks"))
+    add("--seed", type=int, default=1234, help="seed of analyze.py's walks, g0 and shuffles (default: %(default)s)")
+    add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, ... (default: %(default)s)")
+    add("--no_figures", action="store_true", help="numbers only")
+    add("--redo", action="store_true",
+        help="analyse every run again; by default a run whose metrics.json is newer than its ckpt.pt and "
+             "was made with the same analysis flags is read back, not recomputed")
+    add("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
+    opts = p.parse_args(argv)
+    for k, v in (QUICK if opts.quick else DEFAULTS).items():
+        if getattr(opts, k) is None:
+            setattr(opts, k, v)
+    if opts.device == "auto":
+        opts.device = "cuda" if torch.cuda.is_available() else "cpu"
+    for k in ("walk_len", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "silence_walks",
+              "loop_walks"):
+        if getattr(opts, k) is not None and getattr(opts, k) < 1:
+            die(f"--{k} must be a positive integer (got {getattr(opts, k)})")
+    if not opts.max_se >= 0:
+        die(f"--max_se must be a number >= 0 (got {opts.max_se})")
+    if not math.isfinite(opts.si_floor):
+        die(f"--si_floor must be a finite number (got {opts.si_floor})")
+    if opts.device != "cpu" and not (opts.device.startswith("cuda") and torch.cuda.is_available()):
+        die(f"--device {opts.device!r} is not available here; use auto or cpu")
+    return opts
 
 
 def load_run(run_dir, device):
     """(model, env, ckpt) from run_dir/ckpt.pt; any problem ends the program with one line."""
     path = os.path.join(run_dir, "ckpt.pt")
-    if not os.path.isdir(run_dir):
+    if not os.path.exists(run_dir):
         die(f"{run_dir}: no such directory")
+    if not os.path.isdir(run_dir):
+        die(f"{run_dir}: not a directory; give a run folder of train.py, one holding ckpt.pt")
     if not os.path.isfile(path):
         die(f"{path}: no checkpoint here (train.py --out_dir {run_dir} writes one)")
     try:  # weights_only: a checkpoint holds only tensors and plain values, and no code runs
@@ -133,13 +131,13 @@ def load_run(run_dir, device):
         missing = [k for k in ("model", "model_config", "args", "step") if k not in ckpt]
         missing += [k for k in NEEDED_ARGS if k not in ckpt.get("args", {})]
         assert not missing, f"missing {', '.join(missing)}"
-        a = argparse.Namespace(**ckpt["args"])
+        args = argparse.Namespace(**ckpt["args"])
         model = Model(ModelConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        c = model.cfg
-        same = (c.n_obs, c.n_actions, c.context) == (a.n_obs, a.n_actions, a.context)
+        model.load_state_dict(ckpt["model"])  # float32 weights, whatever dtype they were saved in
+        cfg = model.cfg
+        same = (cfg.n_obs, cfg.n_actions, cfg.context) == (args.n_obs, args.n_actions, args.context)
         assert same, "model and args disagree"
-        env = GridWorld(a.size, a.n_obs, a.num_maps, a.n_actions, a.seed, device)
+        env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
     except Exception as e:
         why = " ".join(str(e).split())[:200]  # one line, however long the message
         die(f"{path}: not a checkpoint of this project's model ({type(e).__name__}: {why})")
@@ -312,7 +310,7 @@ def unit_kinds(cfg):
 
 
 @torch.no_grad()
-def place_analysis(model, env, A, gen, rng):
+def place_analysis(model, env, opts, gen, rng):
     """Per familiar map 0..rate_maps-1: long walks, every unit's rate map, SI and shuffles. A unit's
     score is its SI averaged over maps; its null is the shuffles averaged over maps (shuffle j of
     every map), so the test asks whether the mean SI beats chance. Steps before the context is full
@@ -322,13 +320,13 @@ def place_analysis(model, env, A, gen, rng):
     the number of maps and the steps per map."""
     C, si, null, silent = model.cfg.context, [], [], []
     kinds = unit_kinds(model.cfg)[0]
-    for m in range(min(A.rate_maps, env.num_maps)):
-        obs, act, pos, _ = draw_walks(env, A.rate_walks, A.rate_steps, gen, map_id=m)
-        g0 = torch.randn(A.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device)
+    for m in range(min(opts.rate_maps, env.num_maps)):
+        obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
+        g0 = torch.randn(opts.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device)
         g0 = g0 / math.sqrt(model.cfg.d_rnn)
         units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps, U)
         nodes = pos[:, C:]  # (W, steps)
-        s, n = shuffle_test(units, nodes, env.n_nodes, A.shuffles, rng)
+        s, n = shuffle_test(units, nodes, env.n_nodes, opts.shuffles, rng)
         rate, occ = rate_maps(units.flatten(0, 1), nodes.flatten(), env.n_nodes)
         quiet = silent_units(np.ptp(rate[:, occ > 0], axis=1), kinds)  # (U,)
         si.append(np.where(quiet, 0.0, s)), null.append(np.where(quiet, 0.0, n)), silent.append(quiet)
@@ -343,34 +341,43 @@ def silence(model, masks):
             for b, m in zip(model.blocks, masks)]
 
 
-def silencing_test(model, env, walk_len, ffn_si, A):
+def silence_key(fraction, *what):
+    """The metrics.json key of a silencing result: silence_key(0.25, "place", "rm") is
+    'silence_25pct_place_rm_error', silence_key(0.25, "k") 'silence_25pct_k' (the number silenced),
+    silence_key("none", "wm") 'silence_none_wm_error'."""
+    tag = fraction if fraction == "none" else f"{round(fraction * 100)}pct"
+    return "_".join(["silence", tag, *what]) + ("" if what == ("k",) else "_error")
+
+
+def silencing_test(model, env, walk_len, ffn_si, opts):
     """WM and RM error on familiar maps with the k most place-like FFN neurons (by SI, all layers
     pooled) silenced, and k random ones (SILENCE_DRAWS draws), for k = SILENCE_FRACTIONS of all FFN
     neurons. Every condition sees the same walks and g0 (one seed), so differences are paired."""
     L, d_ff = model.cfg.n_layer, model.cfg.d_ff
-    rng = np.random.default_rng(A.seed + SEEDS["silence_draws"])
+    rng = np.random.default_rng(opts.seed + SEEDS["silence_draws"])
 
     def run(silenced):
         mask = torch.ones(L * d_ff, device=env.device)
         mask[torch.as_tensor(silenced, dtype=torch.long)] = 0
-        gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["silencing"])  # the same walks each time
+        gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["silencing"])  # the same walks each time
         hooks = silence(model, mask.view(L, d_ff))
         try:
             r = error_rates(model_predictor(model, gen), env, model.cfg.context, walk_len, gen, max_se=0,
-                            max_walks=A.silence_walks)
+                            max_walks=opts.silence_walks)
         finally:
-            [h.remove() for h in hooks]
+            for h in hooks:
+                h.remove()
         return r["wm_error"], r["rm_error"]
 
-    out = dict(zip(("silence_none_wm_error", "silence_none_rm_error"), run([])))
+    out = dict(zip((silence_key("none", "wm"), silence_key("none", "rm")), run([])))
     for f in SILENCE_FRACTIONS:
-        k, tag = max(1, round(f * L * d_ff)), f"silence_{round(f * 100)}pct"
-        out[f"{tag}_k"] = k
-        out[f"{tag}_place_wm_error"], out[f"{tag}_place_rm_error"] = run(np.argsort(-ffn_si)[:k])
+        k = max(1, round(f * L * d_ff))
+        out[silence_key(f, "k")] = k
+        out[silence_key(f, "place", "wm")], out[silence_key(f, "place", "rm")] = run(np.argsort(-ffn_si)[:k])
         rand = np.array([run(rng.choice(L * d_ff, k, replace=False)) for _ in range(SILENCE_DRAWS)])
         for j, mem in enumerate(("wm", "rm")):
-            out[f"{tag}_random_{mem}_error"] = rand[:, j].mean()
-            out[f"{tag}_random_{mem}_error_sd"] = rand[:, j].std(ddof=1)
+            out[silence_key(f, "random", mem)] = rand[:, j].mean()
+            out[silence_key(f, "random", mem) + "_sd"] = rand[:, j].std(ddof=1)
     return out
 
 
@@ -401,80 +408,71 @@ def loop_walks(env, batch, prefix, gen, novel=False):
     return maps.gather(1, pos), torch.cat([act, loop_act], 1), pos, maps
 
 
-def loop_accuracy(model, env, A, novel):
+def loop_accuracy(model, env, opts, novel):
     """Accuracy of the prediction at the loop's return step (the walk's last)."""
-    gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["novel_loop" if novel else "loop"])
-    obs, act, pos, maps = loop_walks(env, A.loop_walks, model.cfg.context, gen, novel)
+    gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_loop" if novel else "loop"])
+    obs, act, pos, maps = loop_walks(env, opts.loop_walks, model.cfg.context, gen, novel)
     return (model_predictor(model, gen)(obs, act, pos, maps)[:, -1] == obs[:, -1]).float().mean().item()
 
 
-def write_all(folder, files):
-    """Write every output under a temporary name first, then rename: all or nothing replaced."""
-    os.makedirs(folder, exist_ok=True)
-    for name, data in files.items():
-        with open(os.path.join(folder, name + ".tmp"), "wb") as f:
-            f.write(data if isinstance(data, bytes) else data.encode())
-    for name in files:
-        os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
-
-
-def settings(A):
+def settings(opts):
     """The analysis flags that change the numbers, as one string stored in metrics.json, and the
     METHOD version."""
     keys = ("walk_len", "max_se", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "si_floor",
             "silence_walks", "loop_walks", "seed")
-    return " ".join([f"method={METHOD}"] + [f"{k}={getattr(A, k)}" for k in keys])
+    return " ".join([f"method={METHOD}"] + [f"{k}={getattr(opts, k)}" for k in keys])
 
 
-def previous_metrics(run_dir, ckpt, A):
+def previous_metrics(run_dir, ckpt, opts):
     """run_dir/metrics.json if it is newer than ckpt.pt, of the same step, made with the same flags and,
     if figures are wanted, drawn."""
     path = os.path.join(run_dir, "metrics.json")
     try:
         if os.path.getmtime(path) < os.path.getmtime(os.path.join(run_dir, "ckpt.pt")):
             return None
-        if not A.no_figures and not os.path.exists(os.path.join(run_dir, "rate_maps.png")):
+        if not opts.no_figures and not os.path.exists(os.path.join(run_dir, "rate_maps.png")):
             return None  # figures wanted that an earlier --no_figures analysis did not draw
         with open(path) as f:
             m = json.load(f)
-        return m if m.get("analysis") == settings(A) and m.get("step") == ckpt["step"] else None
+        return m if m.get("analysis") == settings(opts) and m.get("step") == ckpt["step"] else None
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def analyze_run(run_dir, model, env, ckpt, A):
+def analyze_run(run_dir, model, env, ckpt, opts):
     """Every metric of one run as a flat dict, and the files to write next to it."""
-    a, cfg = ckpt["args"], model.cfg
-    walk_len, chance = A.walk_len or a["walk_len"], 1 - 1 / env.n_obs
-    m = dict(run=run_dir, step=ckpt["step"], act=a["act"], alpha=a["alpha"], beta=a["beta"],
-             num_maps=a["num_maps"], seed=a["seed"], chance=chance, walk_len=walk_len, analysis=settings(A))
+    args, cfg = ckpt["args"], model.cfg
+    walk_len, chance = opts.walk_len or args["walk_len"], 1 - 1 / env.n_obs
+    m = dict(run=run_dir, step=ckpt["step"], act=args["act"], alpha=args["alpha"], beta=args["beta"],
+             num_maps=args["num_maps"], seed=args["seed"], chance=chance, walk_len=walk_len,
+             analysis=settings(opts))
     for novel in (False, True):
-        gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["novel_errors" if novel else "errors"])
-        r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, A.max_se,
-                        A.max_walks)
+        gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_errors" if novel else "errors"])
+        r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, opts.max_se,
+                        opts.max_walks)
         m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
-    gen = torch.Generator(env.device).manual_seed(A.seed + SEEDS["rate_maps"])
-    rng = np.random.default_rng(A.seed + SEEDS["shuffles"])
-    si, null, first, silent, n_maps, n_steps = place_analysis(model, env, A, gen, rng)
+    gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["rate_maps"])
+    rng = np.random.default_rng(opts.seed + SEEDS["shuffles"])
+    si, null, first, silent, n_maps, n_steps = place_analysis(model, env, opts, gen, rng)
     kinds, layers, names = unit_kinds(cfg)
-    place = place_cells(si, null, A.si_floor)
-    m.update(rate_maps=n_maps, rate_steps_per_map=n_steps, shuffles=A.shuffles)
+    place = place_cells(si, null, opts.si_floor)
+    m.update(rate_maps=n_maps, rate_steps_per_map=n_steps, shuffles=opts.shuffles)
     for kind in ("ffn", "att", "g"):
         sel = kinds == kind
         m[f"{kind}_place_cell_fraction"], m[f"{kind}_si_mean"] = place[sel].mean(), si[sel].mean()
         m[f"{kind}_silent_fraction"] = silent[sel].mean()
         for l in range(cfg.n_layer if kind != "g" else 0):
             m[f"{kind}_place_cell_fraction_layer{l}"] = place[sel & (layers == l)].mean()
-    m["loop_closure_accuracy"] = loop_accuracy(model, env, A, novel=False)
-    m["novel_loop_closure_accuracy"] = loop_accuracy(model, env, A, novel=True)
-    m["loop_walks"] = A.loop_walks
-    m.update(silencing_test(model, env, walk_len, si[kinds == "ffn"], A))
+    m["loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel=False)
+    m["novel_loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel=True)
+    m["loop_walks"] = opts.loop_walks
+    m.update(silencing_test(model, env, walk_len, si[kinds == "ffn"], opts))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
-    files = {"metrics.json": json.dumps(m, indent=1) + "\n"}
-    if not A.no_figures:
+    files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
+    if not opts.no_figures:
         log = os.path.join(run_dir, "log.csv")
-        title = (f"{run_dir}: {plots.act_label(a)}, {a['num_maps']} maps, seed {a['seed']}, "
+        title = (f"{run_dir}: {plots.act_label(args)}, {args['num_maps']} maps, seed {args['seed']}, "
                  f"step {ckpt['step']}")
         try:  # the training curves are a bonus: a missing or odd log.csv costs only that figure
             with open(log) as f:
@@ -491,7 +489,9 @@ def analyze_run(run_dir, model, env, ckpt, A):
 
 def summary(m, n_layer):
     """The run's numbers on stdout, a few lines."""
-    f = lambda k: "  n/a" if m[k] is None else f"{m[k]:.3f}"  # noqa: E731
+    def f(k):
+        return "  n/a" if m[k] is None else f"{m[k]:.3f}"
+
     print(f"{m['run']}: {plots.act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {m['step']}. "
           f"Errors over walks of {m['walk_len']} steps, ± SE over walks (chance {m['chance']:.3f}):")
     for pre, name in (("", "familiar"), ("novel_", "novel")):
@@ -511,108 +511,34 @@ def summary(m, n_layer):
         print(f"  silent, so scored 0 (share of units x maps): {silent}")
     print(f"  loop closure accuracy: familiar {f('loop_closure_accuracy')}, "
           f"novel {f('novel_loop_closure_accuracy')}")
-    for p in (round(x * 100) for x in SILENCE_FRACTIONS):
-        t = f"silence_{p}pct"
-        print(f"  silence {p:2d}% ({m[t + '_k']} FFN): most place-like WM {f(t + '_place_wm_error')} "
-              f"RM {f(t + '_place_rm_error')} | random WM {f(t + '_random_wm_error')} "
-              f"RM {f(t + '_random_rm_error')}")
-
-
-def groups(runs, drop):
-    """Runs with equal settings except `drop` (and seed), each group labelled by what sets it apart."""
-    by = {}
-    for r in runs:
-        key = tuple(sorted((k, str(v)) for k, v in r["args"].items()
-                           if k not in NOT_SETTINGS | set(drop) | {"seed"}))
-        by.setdefault(key, []).append(r)
-    differ = sorted({k for key in by for k, v in key if len({dict(o).get(k) for o in by}) > 1})
-    return [(", ".join(f"{k}={dict(key).get(k)}" for k in differ) or "all runs", rs)
-            for key, rs in by.items()]
-
-
-SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction",
-           "att_place_cell_fraction", "ffn_si_mean", "att_si_mean")
-
-
-def seed_table(runs):
-    """One row per setting (runs equal in all but the seed): mean and standard error over seeds."""
-    rows = []
-    for label, rs in groups(runs, ()):
-        a = rs[0]["args"]
-        row = dict(setting=label, act=a["act"], alpha=a["alpha"], beta=a["beta"], num_maps=a["num_maps"],
-                   seeds=len(rs))
-        for k in SUMMARY:
-            row[k], row[k + "_se"] = plots.mean_se(rs, k)
-        rows.append(row)
-    return sorted(rows, key=lambda r: (r["num_maps"], r["act"] != "nmda", r["act"], r["alpha"]))
-
-
-def compare(runs, out, chance, figures=True):
-    """runs.csv, a table on stdout and the comparison figures across runs."""
-    keys = list(dict.fromkeys(k for r in runs for k in r["metrics"]))
-    table = io.StringIO()
-    w = csv.DictWriter(table, keys)
-    w.writeheader()
-    w.writerows(r["metrics"] for r in runs)
-    files = {"runs.csv": table.getvalue()}
-    cols = ("act", "alpha", "beta", "num_maps", "seed", "wm_error", "rm_error", "novel_wm_error",
-            "novel_rm_error", "ffn_place_cell_fraction", "att_place_cell_fraction", "loop_closure_accuracy")
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    short = {"ffn_place_cell_fraction": "ffn_pc", "att_place_cell_fraction": "att_pc",
-             "loop_closure_accuracy": "loop"}
-    rows = [["run"] + [short.get(c, c) for c in cols]]
-    nmda_only = lambda r, c: c in ("alpha", "beta") and r["metrics"]["act"] != "nmda"  # noqa: E731
-    rows += [[r["dir"]] + ["-" if nmda_only(r, c) else fmt(r["metrics"][c]) for c in cols] for r in runs]
-    width = [max(len(row[i]) for row in rows) for i in range(len(cols) + 1)]
-    print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
-    summary_rows = seed_table(runs)
-    print(f"\nmean ± standard error over seeds (chance {chance:.3f}):")
-    heads = ("WM", "RM", "novel WM", "novel RM", "FFN place cells", "att place cells")
-    print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{h:>15}" for h in heads))
-    for r in summary_rows:
-        alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"  # alpha shapes only NMDA
-        print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  "
-              + "  ".join(f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}"
-                          for k in SUMMARY[:6]))
-    table = io.StringIO()
-    w = csv.DictWriter(table, list(summary_rows[0]))
-    w.writeheader()
-    w.writerows(summary_rows)
-    files["summary.csv"] = table.getvalue()
-    gs = groups(runs, ("act", "alpha", "beta"))
-    for label, rs in gs:
-        rm = [r["metrics"]["rm_error"] for r in rs]
-        r_ffn, r_att = (plots.pearson([r["metrics"][f"{p}_si_mean"] for r in rs], rm) for p in ("ffn", "att"))
-        print(f"Pearson r of mean SI with RM error over {len(rs)} runs ({label}): FFN {r_ffn}, "
-              f"attention {r_att}")
-    if figures:
-        nmda = [r for r in runs if r["args"]["act"] == "nmda"]
-        files.update(plots.fig_compare(runs, gs, groups(nmda, ("alpha",)), chance))
-    write_all(out, files)
-    print(f"wrote {', '.join(os.path.join(out, n) for n in files)}")
+    for x in SILENCE_FRACTIONS:
+        print(f"  silence {round(x * 100):2d}% ({m[silence_key(x, 'k')]} FFN): most place-like "
+              f"WM {f(silence_key(x, 'place', 'wm'))} RM {f(silence_key(x, 'place', 'rm'))} | "
+              f"random WM {f(silence_key(x, 'random', 'wm'))} RM {f(silence_key(x, 'random', 'rm'))}")
 
 
 def main(argv=None):
-    A = parse_args(argv)
+    opts = parse_args(argv)
     torch.set_grad_enabled(False)
-    loaded = [(d, *load_run(d, A.device)) for d in A.runs]  # every input checked before any work
+    loaded = [(d, *load_run(d, opts.device)) for d in opts.runs]  # every input checked before any work
     for d, model, _, _ in loaded:
-        if A.rate_steps <= model.cfg.context:
-            die(f"--rate_steps {A.rate_steps} must exceed the context ({model.cfg.context}) of {d}")
+        if opts.rate_steps <= model.cfg.context:
+            die(f"--rate_steps {opts.rate_steps} must exceed the context ({model.cfg.context}) of {d}")
     runs = []
     for d, model, env, ckpt in loaded:
-        m = None if A.redo else previous_metrics(d, ckpt, A)
+        m = None if opts.redo else previous_metrics(d, ckpt, opts)
         if m is None:
-            m, files = analyze_run(d, model, env, ckpt, A)
-            write_all(d, files)  # only now, with everything computed, is anything in d replaced
+            m, files = analyze_run(d, model, env, ckpt, opts)
+            plots.write_all(d, files)  # only now, with everything computed, is anything in d replaced
             done = f"wrote {', '.join(files)} in {d}"
         else:
             done = f"read back {d}/metrics.json (same checkpoint and flags; --redo recomputes)"
+        m.pop("args", None)
         summary(m, model.cfg.n_layer)
         print("  " + done)
         runs.append(dict(dir=d, args=ckpt["args"], metrics=m))
     if len(runs) > 1:
-        compare(runs, A.out, runs[0]["metrics"]["chance"], not A.no_figures)
+        compare.compare(runs, opts.out, not opts.no_figures)
 
 
 if __name__ == "__main__":

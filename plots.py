@@ -1,10 +1,10 @@
 """
-Figures of analyze.py: training curves, rate maps, place-cell scores and silencing of one run, and
-the comparison figures across runs. Every fig_* returns a PNG's bytes; analyze.py writes the files.
+Figures of one run, drawn by analyze.py: training curves, rate maps, place-cell scores and
+silencing. Every fig_* returns a PNG's bytes; write_all puts them (and any other output) in place.
 """
 
 import io
-import math
+import os
 
 import matplotlib
 
@@ -21,23 +21,20 @@ def png(fig):
     return buf.getvalue()
 
 
+def write_all(folder, files):
+    """Write every output under a temporary name first, then rename: all or nothing replaced."""
+    os.makedirs(folder, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(folder, name + ".tmp"), "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+    for name in files:
+        os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
+
+
 def act_label(args):
     """A run's activation in words, e.g. 'nmda α=10' or 'gelu'."""
     beta = f" β={args['beta']:g}" if args["beta"] != 1 else ""
     return f"nmda α={args['alpha']:g}{beta}" if args["act"] == "nmda" else args["act"]
-
-
-def mean_se(runs, key):
-    """Mean and standard error over seeds of a metric (nan for one seed: no spread to measure)."""
-    v = np.array([np.nan if r["metrics"][key] is None else r["metrics"][key] for r in runs], float)
-    return v.mean(), v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
-
-
-def pearson(x, y):
-    """Pearson's r as text; n/a below 3 runs or without spread."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = len(x) >= 3 and x.std() > 0 and y.std() > 0
-    return f"{np.corrcoef(x, y)[0, 1]:.2f}" if ok else "n/a"
 
 
 def fig_training(rows, chance, title):
@@ -112,72 +109,3 @@ def fig_silencing(m, fractions, draws, n_ffn, chance):
         ax.set_xticks(pct, [str(p) for p in pct])
     axes[0].legend(fontsize=8)
     return png(fig)
-
-
-def fig_compare(runs, gs, nmda_gs, chance):
-    """Errors against alpha, errors by activation, place-likeness against RM error. gs: the runs as
-    (label, runs) groups of otherwise equal settings; nmda_gs: the NMDA runs grouped alike, alpha
-    left free (empty: no figure against alpha)."""
-    files = {}
-    if nmda_gs:  # RM and WM error against alpha, alpha = 0 on its own tick at the left of a log axis
-        alphas = sorted({r["args"]["alpha"] for _, rs in nmda_gs for r in rs})
-        zero_x = min([a for a in alphas if a > 0], default=1.0) / 10
-        fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
-        for i, (label, rs) in enumerate(nmda_gs):
-            al = sorted({r["args"]["alpha"] for r in rs})
-            x = [a if a > 0 else zero_x for a in al]
-            for key, fmt_, name in (("rm_error", "o-", "RM"), ("wm_error", "s--", "WM")):
-                ms = [mean_se([r for r in rs if r["args"]["alpha"] == a], key) for a in al]
-                ax.errorbar(x, [v for v, _ in ms], [s for _, s in ms], fmt=fmt_, color=f"C{i}", capsize=3,
-                            label=f"{name} error, {label}")
-        ax.axhline(chance, color="gray", ls=":", label="chance")
-        ax.set_xscale("log")
-        ax.set_xticks([a if a > 0 else zero_x for a in alphas], [f"{a:g}" for a in alphas])
-        ax.minorticks_off()
-        ax.set(xlabel="NMDA α (log axis; 0 at the left)", ylabel="error rate (familiar maps)", ylim=(0, 1),
-               title="memory errors against α (mean ± SE over seeds)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-        files["errors_vs_alpha.png"] = png(fig)
-
-    # bars: one panel per group of otherwise equal runs
-    def order(r):  # NMDA by alpha first, then the other activations by name
-        return (r["args"]["act"] != "nmda", r["args"]["act"], r["args"]["alpha"], r["args"]["beta"])
-
-    bar_gs = [(label, sorted(rs, key=order)) for label, rs in gs if len({act_label(r["args"]) for r in rs}) > 1]
-    n_bars = max([len({act_label(r["args"]) for r in rs}) for _, rs in bar_gs] + [1])
-    fig, axes = plt.subplots(max(len(bar_gs), 1), 1, figsize=(max(6, 1.1 * n_bars), 3.3 * max(len(bar_gs), 1)),
-                             squeeze=False, layout="constrained")
-    for ax, (label, rs) in zip(axes[:, 0], bar_gs):
-        acts = list(dict.fromkeys(act_label(r["args"]) for r in rs))
-        for j, (key, name) in enumerate((("rm_error", "RM"), ("wm_error", "WM"))):
-            ms = [mean_se([r for r in rs if act_label(r["args"]) == a], key) for a in acts]
-            ax.bar(np.arange(len(acts)) + (j - 0.5) * 0.4, [v for v, _ in ms], 0.4, yerr=[s for _, s in ms],
-                   capsize=3, color=f"C{3 if j == 0 else 0}", label=f"{name} error")
-        ax.axhline(chance, color="gray", ls=":", label="chance")
-        ax.set_xticks(range(len(acts)), acts)
-        ax.set_xlim(-0.7, max(len(acts), 3) - 0.3)  # a lone bar pair stays bar-shaped
-        ax.set(ylabel="error rate (familiar maps)", ylim=(0, 1),
-               title=f"error by activation ({label}; mean ± SE over seeds)")
-        ax.legend(fontsize=8)
-    files["errors_by_activation.png"] = png(fig)
-
-    # place-likeness against RM error, one row per group as above: r only among comparable runs
-    fig, axes = plt.subplots(len(gs), 2, figsize=(10, 4.6 * len(gs)), squeeze=False, layout="constrained")
-    for ax_row, (label, rs) in zip(axes, gs):
-        rm = [r["metrics"]["rm_error"] for r in rs]
-        for ax, (stat, xlabel) in zip(ax_row, (("si_mean", "mean spatial information (bits)"),
-                                               ("place_cell_fraction", "fraction of place cells"))):
-            for pop, c, name in (("ffn", "C3", "FFN neurons"), ("att", "C0", "attention softmax neurons")):
-                x = [r["metrics"][f"{pop}_{stat}"] for r in rs]
-                ax.scatter(x, rm, color=c, zorder=3, label=f"{name}: Pearson r = {pearson(x, rm)}")
-            for r, y in zip(rs, rm):  # a faint line joins the two populations of one run
-                xs = [r["metrics"][f"{pop}_{stat}"] for pop in ("att", "ffn")]
-                ax.plot(xs, [y, y], color="0.85", lw=0.8, zorder=1)
-                ax.annotate(act_label(r["args"]), (xs[1], y), fontsize=6, xytext=(3, 2),
-                            textcoords="offset points")
-            ax.set(xlabel=xlabel, ylabel="RM error (familiar maps)", title=f"{len(rs)} runs, {label}")
-            ax.title.set_fontsize(9)
-            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    fig.suptitle("place-likeness of FFN and attention neurons against RM error")
-    files["place_score_vs_rm.png"] = png(fig)
-    return files

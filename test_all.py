@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import analyze
-import plots
+import compare
 import train
 from env import GridWorld, visited_in_context
 from model import Model, ModelConfig
@@ -545,17 +545,17 @@ def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
 
 def test_mean_se_over_seeds_and_pearson_r_on_known_values():
     runs = [{"metrics": {"rm_error": v}} for v in (1.0, 2.0, 3.0)]
-    assert plots.mean_se(runs, "rm_error") == (2.0, pytest.approx(1 / math.sqrt(3)))  # sd 1 over sqrt 3
-    mean, se = plots.mean_se(runs[:1], "rm_error")
+    assert compare.mean_se(runs, "rm_error") == (2.0, pytest.approx(1 / math.sqrt(3)))  # sd 1 over sqrt 3
+    mean, se = compare.mean_se(runs[:1], "rm_error")
     assert mean == 1.0 and math.isnan(se)  # one seed: no standard error, not a zero one
-    assert plots.pearson([1, 2, 3, 4], [3, 5, 7, 9]) == "1.00" and plots.pearson([1, 2, 3], [3, 2, 1]) == "-1.00"
-    assert plots.pearson([1, 2], [1, 2]) == "n/a" and plots.pearson([1, 1, 1], [1, 2, 3]) == "n/a"
+    assert compare.pearson([1, 2, 3, 4], [3, 5, 7, 9]) == "1.00" and compare.pearson([1, 2, 3], [3, 2, 1]) == "-1.00"
+    assert compare.pearson([1, 2], [1, 2]) == "n/a" and compare.pearson([1, 1, 1], [1, 2, 3]) == "n/a"
 
 
 def test_flags_a_run_may_change_on_resume_do_not_split_runs_into_settings():
     # train.py's RESUMABLE flags (bar max_iters) do not change what a run learns; comparison must
     # not tell runs apart by them, or a checkpoint from before a new flag forms a group of its own
-    assert set(train.RESUMABLE) - {"max_iters"} <= analyze.NOT_SETTINGS
+    assert set(train.RESUMABLE) - {"max_iters"} <= compare.NOT_SETTINGS
 
 
 def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
@@ -580,6 +580,9 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
     assert a in out and b in out and "Pearson" in out
     summary = open(tmp_path / "summary.csv").read().splitlines()  # one row per setting: alpha 10, alpha 0
     assert len(summary) == 3 and ",seeds," in summary[0]
+    # compare.py alone redraws the comparison from the metrics.json files, with the same numbers
+    compare.main([a, b, "--out", str(tmp_path / "again"), "--no_figures"])
+    assert open(tmp_path / "again" / "summary.csv").read() == open(tmp_path / "summary.csv").read()
     # A second comparison reads the metrics back instead of recomputing them, unless the flags differ.
     analyze.main([a, b, "--quick", "--out", str(tmp_path), "--no_figures"])
     assert capsys.readouterr().out.count("read back") == 2

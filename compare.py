@@ -1,0 +1,240 @@
+"""
+Compare runs that analyze.py has analysed: runs.csv (one row per run), summary.csv (mean and
+standard error over seeds of every setting), a table on stdout and the comparison figures.
+
+    python compare.py runs/*/ --out runs      # reads each run's metrics.json; nothing is recomputed
+
+analyze.py calls this itself when it is given several runs.
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+import plots
+from plots import act_label, plt, png
+
+# Settings that do not change what a run learned: left out when runs are grouped for comparison.
+NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", "eval_interval",
+                "eval_walks", "preset", "bench", "profile"}
+# The metrics of summary.csv, and the columns of the tables on stdout.
+SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction",
+           "att_place_cell_fraction", "ffn_si_mean", "att_si_mean")
+RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
+               "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
+               "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
+               "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
+
+
+def die(msg):
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"compare.py: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def mean_se(runs, key):
+    """Mean and standard error over seeds of a metric (nan for one seed: no spread to measure)."""
+    v = np.array([np.nan if r["metrics"][key] is None else r["metrics"][key] for r in runs], float)
+    return v.mean(), v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+
+
+def pearson(x, y):
+    """Pearson's r as text; n/a below 3 runs or without spread."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = len(x) >= 3 and x.std() > 0 and y.std() > 0
+    return f"{np.corrcoef(x, y)[0, 1]:.2f}" if ok else "n/a"
+
+
+def groups(runs, drop):
+    """Runs with equal settings except `drop` (and seed), each group labelled by what sets it apart."""
+    by = {}
+    for r in runs:
+        key = tuple(sorted((k, str(v)) for k, v in r["args"].items()
+                           if k not in NOT_SETTINGS | set(drop) | {"seed"}))
+        by.setdefault(key, []).append(r)
+    differ = sorted({k for key in by for k, v in key if len({dict(o).get(k) for o in by}) > 1})
+    return [(", ".join(f"{k}={dict(key).get(k)}" for k in differ) or "all runs", rs)
+            for key, rs in by.items()]
+
+
+def seed_table(runs):
+    """One row per setting (runs equal in all but the seed): mean and standard error over seeds."""
+    rows = []
+    for label, rs in groups(runs, ()):
+        args = rs[0]["args"]
+        row = dict(setting=label, act=args["act"], alpha=args["alpha"], beta=args["beta"],
+                   num_maps=args["num_maps"], seeds=len(rs))
+        for k in SUMMARY:
+            row[k], row[k + "_se"] = mean_se(rs, k)
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["num_maps"], r["act"] != "nmda", r["act"], r["alpha"]))
+
+
+def csv_text(rows):
+    """Rows of dicts as CSV text, the columns in order of first appearance."""
+    table = io.StringIO()
+    w = csv.DictWriter(table, list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    w.writerows(rows)
+    return table.getvalue()
+
+
+def number(v):
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def print_tables(runs, summary_rows, chance):
+    """One line per run, then one per setting with mean ± SE over seeds."""
+    rows = [["run"] + list(RUN_COLUMNS.values())]
+    for r in runs:  # alpha and beta shape only NMDA
+        m = r["metrics"]
+        rows.append([r["dir"]] + ["-" if c in ("alpha", "beta") and m["act"] != "nmda" else number(m[c])
+                                  for c in RUN_COLUMNS])
+    width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
+    print(f"\nmean ± standard error over seeds (chance {chance:.3f}):")
+    heads = ("WM", "RM", "novel WM", "novel RM", "FFN place cells", "att place cells")
+    print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{h:>15}" for h in heads))
+    for r in summary_rows:
+        alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"
+        cells = [f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}" for k in SUMMARY[:6]]
+        print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(cells))
+
+
+def compare(runs, out, figures=True):
+    """runs: dicts with the run's folder ("dir"), training flags ("args") and metrics.json
+    ("metrics"). Prints the tables and Pearson r, writes runs.csv, summary.csv and the figures."""
+    chance = runs[0]["metrics"]["chance"]
+    summary_rows = seed_table(runs)
+    print_tables(runs, summary_rows, chance)
+    files = {"runs.csv": csv_text([r["metrics"] for r in runs]), "summary.csv": csv_text(summary_rows)}
+    gs = groups(runs, ("act", "alpha", "beta"))
+    for label, rs in gs:
+        rm = [r["metrics"]["rm_error"] for r in rs]
+        r_ffn, r_att = (pearson([r["metrics"][f"{p}_si_mean"] for r in rs], rm) for p in ("ffn", "att"))
+        print(f"Pearson r of mean SI with RM error over {len(rs)} runs ({label}): FFN {r_ffn}, "
+              f"attention {r_att}")
+    if figures:
+        nmda = [r for r in runs if r["args"]["act"] == "nmda"]
+        files["errors_vs_alpha.png"] = fig_errors_vs_alpha(groups(nmda, ("alpha",)), chance)
+        files["errors_by_activation.png"] = fig_errors_by_activation(gs, chance)
+        files["place_score_vs_rm.png"] = fig_place_score_vs_rm(gs)
+    files = {k: v for k, v in files.items() if v is not None}
+    plots.write_all(out, files)
+    print(f"wrote {', '.join(os.path.join(out, n) for n in files)}")
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+def fig_errors_vs_alpha(nmda_gs, chance):
+    """RM and WM error against alpha, one colour per group of otherwise equal NMDA runs; alpha = 0
+    on its own tick at the left of a log axis. None without NMDA runs."""
+    if not nmda_gs:
+        return None
+    alphas = sorted({r["args"]["alpha"] for _, rs in nmda_gs for r in rs})
+    zero_x = min([a for a in alphas if a > 0], default=1.0) / 10
+    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+    for i, (label, rs) in enumerate(nmda_gs):
+        al = sorted({r["args"]["alpha"] for r in rs})
+        x = [a if a > 0 else zero_x for a in al]
+        for key, style, name in (("rm_error", "o-", "RM"), ("wm_error", "s--", "WM")):
+            ms = [mean_se([r for r in rs if r["args"]["alpha"] == a], key) for a in al]
+            ax.errorbar(x, [v for v, _ in ms], [s for _, s in ms], fmt=style, color=f"C{i}", capsize=3,
+                        label=f"{name} error, {label}")
+    ax.axhline(chance, color="gray", ls=":", label="chance")
+    ax.set_xscale("log")
+    ax.set_xticks([a if a > 0 else zero_x for a in alphas], [f"{a:g}" for a in alphas])
+    ax.minorticks_off()
+    ax.set(xlabel="NMDA α (log axis; 0 at the left)", ylabel="error rate (familiar maps)", ylim=(0, 1),
+           title="memory errors against α (mean ± SE over seeds)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return png(fig)
+
+
+def fig_errors_by_activation(gs, chance):
+    """Bars of RM and WM error, one panel per group of otherwise equal runs that differ in their
+    activation: NMDA by alpha first, then the other activations by name."""
+    def order(r):
+        return (r["args"]["act"] != "nmda", r["args"]["act"], r["args"]["alpha"], r["args"]["beta"])
+
+    bar_gs = [(label, sorted(rs, key=order)) for label, rs in gs if len({act_label(r["args"]) for r in rs}) > 1]
+    n_bars = max([len({act_label(r["args"]) for r in rs}) for _, rs in bar_gs] + [1])
+    n_rows = max(len(bar_gs), 1)
+    fig, axes = plt.subplots(n_rows, 1, figsize=(max(6, 1.1 * n_bars), 3.3 * n_rows), squeeze=False,
+                             layout="constrained")
+    for ax, (label, rs) in zip(axes[:, 0], bar_gs):
+        acts = list(dict.fromkeys(act_label(r["args"]) for r in rs))
+        for j, (key, name) in enumerate((("rm_error", "RM"), ("wm_error", "WM"))):
+            ms = [mean_se([r for r in rs if act_label(r["args"]) == a], key) for a in acts]
+            ax.bar(np.arange(len(acts)) + (j - 0.5) * 0.4, [v for v, _ in ms], 0.4, yerr=[s for _, s in ms],
+                   capsize=3, color=f"C{3 if j == 0 else 0}", label=f"{name} error")
+        ax.axhline(chance, color="gray", ls=":", label="chance")
+        ax.set_xticks(range(len(acts)), acts)
+        ax.set_xlim(-0.7, max(len(acts), 3) - 0.3)  # a lone bar pair stays bar-shaped
+        ax.set(ylabel="error rate (familiar maps)", ylim=(0, 1),
+               title=f"error by activation ({label}; mean ± SE over seeds)")
+        ax.legend(fontsize=8)
+    return png(fig)
+
+
+def fig_place_score_vs_rm(gs):
+    """Place-likeness of FFN and attention neurons against RM error, one row per group of otherwise
+    equal runs: Pearson r only among comparable runs."""
+    fig, axes = plt.subplots(len(gs), 2, figsize=(10, 4.6 * len(gs)), squeeze=False, layout="constrained")
+    for ax_row, (label, rs) in zip(axes, gs):
+        rm = [r["metrics"]["rm_error"] for r in rs]
+        for ax, (stat, xlabel) in zip(ax_row, (("si_mean", "mean spatial information (bits)"),
+                                               ("place_cell_fraction", "fraction of place cells"))):
+            for pop, colour, name in (("ffn", "C3", "FFN neurons"), ("att", "C0", "attention softmax neurons")):
+                x = [r["metrics"][f"{pop}_{stat}"] for r in rs]
+                ax.scatter(x, rm, color=colour, zorder=3, label=f"{name}: Pearson r = {pearson(x, rm)}")
+            for r, y in zip(rs, rm):  # a faint line joins the two populations of one run
+                xs = [r["metrics"][f"{pop}_{stat}"] for pop in ("att", "ffn")]
+                ax.plot(xs, [y, y], color="0.85", lw=0.8, zorder=1)
+                ax.annotate(act_label(r["args"]), (xs[1], y), fontsize=6, xytext=(3, 2),
+                            textcoords="offset points")
+            ax.set(xlabel=xlabel, ylabel="RM error (familiar maps)", title=f"{len(rs)} runs, {label}")
+            ax.title.set_fontsize(9)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    fig.suptitle("place-likeness of FFN and attention neurons against RM error")
+    return png(fig)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def load(run_dir):
+    """One analysed run as compare() takes it, from run_dir/metrics.json."""
+    path = os.path.join(run_dir, "metrics.json")
+    if not os.path.isdir(run_dir):
+        die(f"{run_dir}: not a run folder (give folders that analyze.py has analysed)")
+    try:
+        with open(path) as f:
+            m = json.load(f)
+        args = m.pop("args")
+        assert isinstance(args, dict)
+    except FileNotFoundError:
+        die(f"{path}: no such file (python analyze.py {run_dir} writes it)")
+    except (OSError, ValueError, KeyError, AttributeError, AssertionError) as e:
+        die(f"{path}: not a metrics.json of analyze.py ({type(e).__name__}); python analyze.py --redo {run_dir} "
+            "writes it anew")
+    return dict(dir=run_dir, args=args, metrics=m)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Compare runs analysed by analyze.py.")
+    p.error = die  # argparse's own complaints: one line, exit 2
+    p.add_argument("runs", nargs="+", help="run folders, each holding metrics.json from analyze.py")
+    p.add_argument("--out", default=".", help="where runs.csv, summary.csv and the figures go (default: %(default)s)")
+    p.add_argument("--no_figures", action="store_true", help="tables only")
+    args = p.parse_args(argv)
+    compare([load(d) for d in args.runs], args.out, not args.no_figures)
+
+
+if __name__ == "__main__":
+    main()
