@@ -30,6 +30,18 @@ import torch.nn.functional as F
 from nmda import make_activation
 
 
+# Dense bf16 peak FLOP/s of the GPUs whose MFU is reported (NVIDIA data sheets, SXM parts).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops(device):
+    """The dense bf16 peak of the GPU `device`, or None (a CPU, or a GPU not in PEAK_FLOPS)."""
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
 @dataclass
 class ModelConfig:
     n_obs: int = 10  # sensory tokens; the query token is one more
@@ -47,6 +59,54 @@ class ModelConfig:
     tem_t: bool = False  # q, k from the position part only; v from the sensory part only
 
 
+class PathIntegration(torch.autograd.Function):
+    """g[:, t+1] = tanh(g_t + W_{a_t} g_t) for t = 0..T-1 with g[:, 0] = g0, in W's precision, and its
+    backward written out (backpropagation through time). With h_{t+1} = g_t + W_{a_t} g_t and dg_t
+    the loss's whole gradient with respect to g_t:
+        dh_{t+1} = dg_{t+1} * (1 - g_{t+1}^2)
+        dg_t     = (the gradient at g_t itself) + dh_{t+1} + W_{a_t}^T dh_{t+1}
+        dW_a     = sum over the walks and steps that took action a of dh_{t+1} g_t^T
+    A step is one matrix product against every action's matrix at once, a gather of each walk's
+    action and two element-wise kernels; the weight gradient is one product per action, after the
+    loop. Autograd through Model.path_integrate_loop computes the same and launches many more."""
+
+    @staticmethod
+    def forward(ctx, act, g0, W):
+        with torch.autocast(g0.device.type, enabled=False):  # a recurrence: in W's precision, not bf16
+            g0 = g0.to(W.dtype)
+            (B, T), (A, d, _) = act.shape, W.shape
+            every_action = W.permute(2, 0, 1).reshape(d, A * d)  # g @ it = [W_0 g, W_1 g, ...]
+            pick = act[:, :, None, None].expand(B, T, 1, d)  # each walk's action at each step
+            g = [g0]
+            for t in range(T):
+                moved = (g[-1] @ every_action).view(B, A, d).gather(1, pick[:, t]).squeeze(1)
+                g.append(torch.tanh(g[-1] + moved))
+            g = torch.stack(g, 1)  # (B, T+1, d)
+        ctx.save_for_backward(act, W, g)
+        return g
+
+    @staticmethod
+    def backward(ctx, grad_g):
+        act, W, g = ctx.saved_tensors
+        with torch.autocast(g.device.type, enabled=False):
+            grad_g = grad_g.to(W.dtype)
+            (B, T), (A, d, _) = act.shape, W.shape
+            every_action_t = W.permute(1, 0, 2).reshape(d, A * d)  # dh @ it = [W_0^T dh, W_1^T dh, ...]
+            pick = act[:, :, None, None].expand(B, T, 1, d)
+            slope = 1 - g[:, 1:] ** 2  # tanh' at every step, (B, T, d)
+            dg, dh = grad_g[:, T], [None] * T
+            for t in reversed(range(T)):
+                dh[t] = dg * slope[:, t]
+                if t == 0 and not ctx.needs_input_grad[1]:
+                    break  # g0 needs no gradient: the last product is not needed
+                back = (dh[t] @ every_action_t).view(B, A, d).gather(1, pick[:, t]).squeeze(1)
+                dg = grad_g[:, t] + dh[t] + back
+            dh = torch.stack(dh, 1).flatten(0, 1)  # (B*T, d)
+            g_prev, act = g[:, :T].flatten(0, 1), act.flatten()
+            dW = torch.stack([(dh * (act == a)[:, None]).T @ g_prev for a in range(A)])  # (A, d, d)
+        return None, dg if ctx.needs_input_grad[1] else None, dW
+
+
 class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -60,22 +120,30 @@ class Attention(nn.Module):
         self.proj = nn.Linear(d, d, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, pos_emb, mask, rec=None):
+    def forward(self, x, pos_emb, mask, rec=None, queries_only=False):
+        """x (B, 2T, d): T observation tokens, then T query tokens; mask (T, 2T) from
+        Model.attention_mask. Returns the update of every token, or of the query tokens alone."""
         B, S, d = x.shape
+        T = S // 2
         if self.tem_t:
             q, k = self.qk(pos_emb).split(d, dim=2)
             v = self.v(x[..., d // 2:])
         else:
             q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (z.view(B, S, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        # An observation token attends to itself alone: its softmax is 1, its output its own value.
+        # Only the query tokens need attention proper, over [observations ; queries].
+        q = q[:, :, T:]  # (B, H, T, hd)
         if rec is None:  # fused kernel: training and evaluation
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, S, hd)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
         else:  # the same computation, spelled out so the attention weights can be read
             att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-            att = att.masked_fill(~mask, float("-inf")).softmax(-1)  # (B, H, S, S)
+            att = att.masked_fill(~mask, float("-inf")).softmax(-1)  # (B, H, T, 2T)
             rec.setdefault("att", []).append(att)
             y = att @ v
-        y = y.transpose(1, 2).reshape(B, S, d)
+        if not queries_only:
+            y = torch.cat([v[:, :, :T], y], 2)  # (B, H, 2T, hd)
+        y = y.transpose(1, 2).reshape(B, -1, d)
         return self.dropout(self.proj(y))
 
 
@@ -102,8 +170,11 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
 
-    def forward(self, x, pos_emb, mask, rec=None):
-        x = x + self.attn(self.ln1(x), pos_emb, mask, rec)
+    def forward(self, x, pos_emb, mask, rec=None, queries_only=False):
+        """queries_only: the last block, whose observation-token outputs nobody reads, updates and
+        returns the query tokens alone."""
+        update = self.attn(self.ln1(x), pos_emb, mask, rec, queries_only)
+        x = (x[:, x.shape[1] // 2:] if queries_only else x) + update
         return x + self.mlp(self.ln2(x), rec)
 
 
@@ -122,24 +193,32 @@ class Model(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.n_obs, bias=False)
 
     def path_integrate(self, act, g0):
-        """g (B, T+1, d_rnn): g[:, 0] = g0 and g[:, t+1] = tanh(g_t + W_{act_t} g_t)."""
+        """g (B, T+1, d_rnn): g[:, 0] = g0 and g[:, t+1] = tanh(g_t + W_{act_t} g_t), in float32.
+
+        The same function as path_integrate_loop, with values and gradients the tests compare, but
+        a handful of kernels a step and one matrix product for the weight gradient (PathIntegration)."""
+        return PathIntegration.apply(act, g0, self.W_a)
+
+    def path_integrate_loop(self, act, g0):
+        """The reference: path integration step by step, as written in the TEM-t paper."""
         g = [g0]
         for t in range(act.shape[1]):
-            moved = torch.einsum("bd,aed->bae", g[-1], self.W_a)  # (B, n_actions, d_rnn)
-            step = moved.gather(1, act[:, t, None, None].expand(-1, 1, moved.shape[2]))
-            g.append(torch.tanh(g[-1] + step.squeeze(1)))
+            W = self.W_a[act[:, t]]  # (B, d_rnn, d_rnn): each walk's matrix for its action
+            g.append(torch.tanh(g[-1] + (W @ g[-1].unsqueeze(2)).squeeze(2)))
         return torch.stack(g, 1)
 
+    def random_g0(self, batch, generator=None, device=None):
+        """g_0 ~ N(0, 1/d_rnn) for each of `batch` walks: absolute position is never given."""
+        g0 = torch.randn(batch, self.cfg.d_rnn, generator=generator, device=device)
+        return g0 / math.sqrt(self.cfg.d_rnn)
+
     def attention_mask(self, T, device):
-        """(2T, 2T) bool, True = may attend. Rows/columns 0..T-1 are observation tokens, T..2T-1
-        query tokens. Observation s sees itself; query t sees observations t-context+1..t and
-        itself."""
+        """(T, 2T) bool, True = may attend: the rows are the query tokens, the columns the T
+        observation tokens and then the T query tokens. Query t sees observations
+        t-context+1..t and itself. (Observation tokens see only themselves: see Attention.)"""
         i = torch.arange(T, device=device)
         lag = i[:, None] - i[None, :]  # query t (row) minus observation s (column)
-        eye = torch.eye(T, dtype=torch.bool, device=device)
-        top = torch.cat([eye, torch.zeros_like(eye)], 1)
-        bottom = torch.cat([(lag >= 0) & (lag < self.cfg.context), eye], 1)
-        return torch.cat([top, bottom], 0)
+        return torch.cat([(lag >= 0) & (lag < self.cfg.context), lag == 0], 1)
 
     def forward(self, obs, act, g0=None, rec=None):
         """obs (B, T), act (B, T) -> logits (B, T, n_obs); logits[:, t] predicts obs[:, t+1]
@@ -152,7 +231,7 @@ class Model(nn.Module):
         B, T = obs.shape
         cfg = self.cfg
         if g0 is None:
-            g0 = torch.randn(B, cfg.d_rnn, device=obs.device) / math.sqrt(cfg.d_rnn)
+            g0 = self.random_g0(B, device=obs.device)
         g = self.path_integrate(act, g0)  # (B, T+1, d_rnn)
         pos_emb = F.relu(self.g_proj(g))  # (B, T+1, d/2)
         pos_emb = torch.cat([pos_emb[:, :T], pos_emb[:, 1:]], 1)  # obs t: g_t; query t: g_{t+1}
@@ -160,25 +239,30 @@ class Model(nn.Module):
         x = torch.cat([pos_emb, self.obs_emb(torch.cat([obs, query], 1))], 2)  # (B, 2T, d)
         mask = self.attention_mask(T, obs.device)
         inner = None if rec is None else {}
-        for block in self.blocks:
-            x = block(x, pos_emb, mask, inner)
+        for i, block in enumerate(self.blocks):
+            x = block(x, pos_emb, mask, inner, queries_only=i == len(self.blocks) - 1)
         if rec is not None:  # keep the query tokens' part
             rec["g"] = g
-            rec["ffn"] = [h[:, T:] for h in inner["ffn"]]
-            rec["att"] = [a[:, :, T:, :T] for a in inner["att"]]
-        return self.head(self.ln_f(x[:, T:]))  # (B, T, n_obs)
+            rec["ffn"] = [h[:, -T:] for h in inner["ffn"]]  # the last block holds queries alone
+            rec["att"] = [a[..., :T] for a in inner["att"]]
+        return self.head(self.ln_f(x))  # (B, T, n_obs)
 
     def flops_per_step(self, batch, T):
         """Model FLOPs of one training step on `batch` walks of T predictions: forward + backward,
         counted as 3x the forward's matrix multiplies (2 FLOPs per multiply-add), as in the
-        PaLM/nanoGPT MFU estimate. Only useful work counts: attention over the keys each token
-        may see, not the masked-out rest of the (2T x 2T) score matrix."""
+        PaLM/nanoGPT MFU estimate. Attention counts only the keys a query token may see, not the
+        masked-out rest of its row; observation tokens attend to themselves alone, which takes no
+        product; the last block projects and feeds forward the query tokens alone."""
         c = self.cfg
-        d, S = c.d_model, 2 * T  # T observation tokens + T query tokens
-        qkv = S * (d // 2) * 3 * d if c.tem_t else S * d * 3 * d  # tem_t: q, k, v from halves
-        per_layer = qkv + S * d * d + 2 * S * d * c.d_ff  # q/k/v, output projection, feed-forward
-        keys = T + sum(min(t + 1, c.context) + 1 for t in range(T))  # each token's visible keys
-        per_layer += 2 * keys * d  # scores q.k and the weighted sum of v
+        d = c.d_model
+        qkv = 2 * T * (d // 2 if c.tem_t else d) * 3 * d  # every token's q, k, v (tem_t: from halves)
+        keys = sum(min(t + 1, c.context) + 1 for t in range(T))  # the keys of every query token
+        attention = 2 * keys * d  # scores q.k and the weighted sum of v
+
+        def proj_and_ffn(tokens):
+            return tokens * d * d + 2 * tokens * d * c.d_ff
+
+        blocks = c.n_layer * (qkv + attention) + (c.n_layer - 1) * proj_and_ffn(2 * T) + proj_and_ffn(T)
         g = T * c.n_actions * c.d_rnn ** 2 + (T + 1) * c.d_rnn * d // 2  # path integration, g_proj
-        forward = 2 * (c.n_layer * per_layer + g + T * d * c.n_obs)  # + read-out
+        forward = 2 * (blocks + g + T * d * c.n_obs)  # + read-out
         return 3 * forward * batch

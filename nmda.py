@@ -27,7 +27,8 @@ def nmda(x, alpha=1.0, beta=1.0):
         raise ValueError(f"alpha must be >= 0, got {alpha}")
     if alpha == 0:
         return x  # no Mg2+ block: a linear unit
-    return x * torch.sigmoid(beta * x - math.log(alpha))
+    gate = x if beta == 1 else beta * x  # beta = 1 (the paper's): one element-wise kernel fewer
+    return x * torch.sigmoid(gate - math.log(alpha))
 
 
 class NMDA(nn.Module):
