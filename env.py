@@ -92,3 +92,46 @@ def visited_in_context(pos, context):
         # compare pos[:, t+1] with pos[:, t-lag] wherever t-lag >= 0
         seen[:, lag:] |= target[:, lag:] == pos[:, : pos.shape[1] - 1 - lag]
     return seen
+
+
+def memory_counts(wrong, pos, context):
+    """Per walk, (B, 4): [wrong on WM steps, WM steps, wrong on RM steps, RM steps], from
+    wrong (B, steps), True where a prediction of pos[:, t+1]'s observation was wrong."""
+    wm = visited_in_context(pos, context)
+    return torch.stack([(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)], 1)
+
+
+class Batches:
+    """Training batches: (obs, act, g0) of `batch` walks of `steps` moves, drawn `ahead` batches at
+    a time, in one pass of env.walk's time loop (on a GPU it costs as much for 64 walks as for
+    4,096). g0 comes from draw_g0(n, generator=...) (Model.random_g0). With data-parallel processes
+    every process draws the same batches and keeps its slice `part`, so a run's numbers do not
+    depend on how many share it. state() and load_state() let a checkpoint resume the exact stream."""
+
+    def __init__(self, env, batch, steps, draw_g0, ahead=16, part=slice(None)):
+        self.env, self.batch, self.steps, self.draw_g0 = env, batch, steps, draw_g0
+        self.ahead, self.part = ahead, part
+        self.draw()
+
+    def draw(self):
+        self.start = self.env.generator.get_state()  # replaying from here redraws the same walks
+        n = self.ahead * self.batch
+        obs, act, _, _ = self.env.walk(n, self.steps)
+        g0 = self.draw_g0(n, generator=self.env.generator, device=self.env.device)
+        self.buffer = [z.view(self.ahead, self.batch, *z.shape[1:]) for z in (obs, act, g0)]
+        self.used = 0
+
+    def next(self):
+        if self.used == self.ahead:
+            self.draw()
+        batch = tuple(z[self.used, self.part] for z in self.buffer)
+        self.used += 1
+        return batch
+
+    def state(self):
+        return {"start": self.start, "used": self.used}
+
+    def load_state(self, state):
+        self.env.generator.set_state(state["start"])
+        self.draw()
+        self.used = state["used"]

@@ -4,8 +4,10 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import analyze
+import bench
 import compare
 import train
 from env import GridWorld, visited_in_context
@@ -23,7 +26,7 @@ from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 torch.set_num_threads(1)  # tiny models: threads only add overhead
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--preset", "small", "--d_model", "32", "--d_ff", "64", "--n_head", "2", "--d_rnn", "16",
-        "--walk_len", "32", "--batch_size", "16", "--eval_walks", "32"]
+        "--walk_len", "32", "--batch_size", "16", "--eval_walks", "32", "--device", "cpu"]
 
 
 # ---- nmda.py ------------------------------------------------------------------------------------
@@ -183,15 +186,17 @@ def test_recorded_activity_matches_the_forward_pass():
 @pytest.mark.parametrize("tem_t", [False, True])
 def test_flops_per_step_matches_a_flop_counter(tem_t):
     # torch's FlopCounterMode counts every matrix multiply of a forward and backward pass. With
-    # rec the attention is spelled out, so it charges the full (2T x 2T) score matrix, masked pairs
-    # too; flops_per_step (which MFU divides by) counts only the pairs the mask lets through. And
-    # g0 needs no gradient, so the first path-integration step skips one backward multiply.
+    # rec the attention is spelled out, so it charges the query tokens' full (T x 2T) score matrix,
+    # masked pairs too; flops_per_step (which MFU divides by) counts only the pairs the mask lets
+    # through. And g0 needs no gradient, so the first path-integration step skips one backward
+    # multiply.
     model, (B, T) = tiny_model(tem_t=tem_t).train(), (3, 10)
     obs, act, _, _ = walks(T=T, B=B)
     with FlopCounterMode(display=False) as counter:
         model(obs[:, :-1], act, rec={}).sum().backward()
     c = model.cfg
-    masked_pairs = (2 * T) ** 2 - model.attention_mask(T, "cpu").sum().item()
+    mask = model.attention_mask(T, "cpu")
+    masked_pairs = mask.numel() - mask.sum().item()
     masked = 3 * c.n_layer * 2 * (2 * B * masked_pairs * c.d_model)  # q.k and att @ v, x3 for backward
     g0_grad = 2 * B * c.n_actions * c.d_rnn ** 2
     assert model.flops_per_step(B, T) == counter.get_total_flops() - masked + g0_grad
@@ -249,8 +254,6 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys):
         (["--size", "1"], "--size"),
         (["--act", "softsign"], "--act"),
         (["--n_head", "3"], "--n_head"),
-        (["--profile", "2"], "--profile"),
-        (["--bench", "-1"], "--bench"),
         (["--context", "0"], "--context"),
         (["--lr", "nan"], "--lr"),
         (["--resume", "--out_dir", str(tmp_path / "missing")], "no checkpoint"),
@@ -273,12 +276,27 @@ def test_the_command_line_reports_bad_input_in_one_line():
         "train.py: error: --alpha must be in [0, 1e6] (got -1.0)"]
 
 
-def test_benchmark_prints_both_layouts_and_writes_nothing(tmp_path, capsys):
-    train.main(TINY + ["--bench", "2", "--profile", "1", "--out_dir", str(tmp_path / "bench")])
+def test_benchmark_prints_both_layouts_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bench.main(["--preset", "small", "--batch_size", "8", "--steps", "2", "--profile", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert out.count("predictions/s") == 2 and "one pass / prefix by prefix:" in out
-    assert "walk generation:" in out and "aten::mm" in out  # the profile lists the matmuls
-    assert not (tmp_path / "bench").exists()
+    assert "walks:" in out and "aten::mm" in out  # the profile lists the matmuls
+    assert os.listdir(tmp_path) == []
+    for argv, flag in ((["--profile", "-1"], "--profile"), (["--steps", "0"], "--steps"), (["--bench", "2"], "--bench")):
+        with pytest.raises(SystemExit) as e:
+            bench.main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(lines) == 1 and flag in lines[0], (argv, lines)
+
+
+def test_benchmark_sizes_are_the_presets_of_train():
+    for name, sizes in bench.SIZES.items():
+        preset = train.PRESETS[name]
+        assert {k: preset[k] for k in ("size", "num_maps", "walk_len", "batch_size")} == \
+            {k: sizes[k] for k in ("size", "num_maps", "walk_len", "batch_size")}
+        cfg = asdict(sizes["model"])
+        assert {k: preset[k] for k in cfg if k in preset} == {k: cfg[k] for k in cfg if k in preset}
 
 
 def test_two_process_data_parallel_gives_the_same_losses(tmp_path):

@@ -1,0 +1,150 @@
+"""
+Time the training iteration of train.py's presets: the walks, and the step in one pass (every
+step of a walk predicted at once) against one pass per prefix (one prediction a pass, as the
+official release trains). Prints medians, predictions/s, MFU and peak GPU memory; --profile N also
+prints where the time of N iterations goes. Writes nothing.
+
+    python bench.py                                   # the small preset on a CPU, the paper's on a GPU
+    python bench.py --preset paper --dtype bfloat16 --compile on --profile 5
+"""
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from env import Batches, GridWorld
+from model import Model, ModelConfig, peak_flops
+
+# train.py's presets, their sizes only (a test keeps them equal): the model, the grid, the walks.
+SIZES = {
+    "paper": dict(model=ModelConfig(), size=11, num_maps=32, walk_len=128, batch_size=256),
+    "small": dict(model=ModelConfig(n_head=4, d_model=64, d_ff=256, d_rnn=32, context=16, dropout=0.0),
+                  size=7, num_maps=4, walk_len=64, batch_size=64),
+}
+
+
+def die(msg):
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"bench.py: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].strip(), allow_abbrev=False)
+    p.error = die  # argparse's own complaints: one line, exit 2
+    p.add_argument("--preset", choices=["auto", *SIZES], default="auto", help="auto: paper on a GPU, else small")
+    p.add_argument("--batch_size", type=int, help="walks per step (default: the preset's)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps after warm-up (default: %(default)s)")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N training iterations")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="autocast precision; auto: bfloat16 on a GPU, else float32")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for cuda")
+    args = p.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    args.device = ("cuda" if cuda else "cpu") if args.device == "auto" else args.device
+    on_gpu = args.device.startswith("cuda")
+    if args.device != "cpu" and not (on_gpu and cuda):
+        die(f"--device {args.device!r} is not available here; use auto or cpu")
+    args.preset = ("paper" if on_gpu else "small") if args.preset == "auto" else args.preset
+    args.dtype = ("bfloat16" if on_gpu else "float32") if args.dtype == "auto" else args.dtype
+    args.compile = ("on" if on_gpu else "off") if args.compile == "auto" else args.compile
+    for k in ("batch_size", "steps"):
+        if getattr(args, k) is not None and getattr(args, k) < 1:
+            die(f"--{k} must be a positive integer (got {getattr(args, k)})")
+    if args.profile < 0:
+        die(f"--profile must be a count >= 0 (got {args.profile})")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    sizes, device = SIZES[args.preset], torch.device(args.device)
+    B, T = args.batch_size or sizes["batch_size"], sizes["walk_len"]
+    cuda = device.type == "cuda"
+
+    def sync():  # wait for the GPU, so that a time is the work's, not the launch's
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16" else nullcontext()
+    torch.manual_seed(0)
+    env = GridWorld(sizes["size"], num_maps=sizes["num_maps"], device=device)
+    model = Model(sizes["model"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=cuda)
+    batches = Batches(env, B, T, model.random_g0)
+    W = min(model.cfg.context, T)
+
+    def step(forward, obs, act, g0, last_only):
+        with autocast:  # as train.py's step: all predictions, or the last one (one pass per prefix)
+            logits = forward(obs[:, :-1], act, g0)[:, -1 if last_only else 0:]
+            loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, -logits.shape[1]:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        optimizer.step()
+
+    def timed(fn):
+        for _ in range(min(args.steps, 5)):  # warm-up (and compilation)
+            fn()
+        times = []
+        for _ in range(args.steps):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[args.steps // 2]
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    obs, act, g0 = batches.next()
+    walks = timed(batches.next)
+    rows = []
+    for name, window, last_only, predictions in (("one pass", T, False, B * T), ("prefix by prefix", W, True, B)):
+        # each layout compiled afresh for its one shape: no recompilation, no dynamic shapes
+        forward = torch.compile(model, dynamic=False) if args.compile == "on" else model
+        sec = timed(lambda: step(forward, obs[:, :window + 1], act[:, :window], g0, last_only))
+        rows.append((name, sec, predictions, 2 * B * window))
+        if args.compile == "on":
+            torch.compiler.reset()
+    peak = peak_flops(device)
+    flops = model.flops_per_step(B, T)
+    print(f"benchmark: {args.preset} preset, {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
+          f"batch {B}, walk_len {T}, context {model.cfg.context}; median of {args.steps} steps")
+    for name, sec, predictions, tokens in rows:
+        mfu = f" | MFU {flops / sec / peak:6.1%}" if peak and name == "one pass" else ""
+        print(f"{name:>16}: {sec * 1000:8.2f} ms/step | {predictions / sec:12,.0f} predictions/s | "
+              f"{tokens / sec:12,.0f} tokens/s{mfu}")
+    one, prefix = rows[0][1], rows[1][1]
+    print(f"one pass / prefix by prefix: {(B * T / one) / (B / prefix):.1f}x the predictions per second")
+    mfu = f", MFU {flops / (walks + one) / peak:.1%}" if peak else ""
+    print(f"walks: {walks * 1000:.2f} ms per batch; a training iteration (walks + one pass) "
+          f"{(walks + one) * 1000:.2f} ms{mfu}")
+    if cuda:
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    if args.profile:
+        profile(args, lambda: step(model, *batches.next(), last_only=False), cuda, sync)
+
+
+def profile(args, iteration, cuda, sync):
+    """Where the time of args.profile training iterations goes, and how many ops they launch."""
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(args.profile):
+            iteration()
+        sync()
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(f"profile of {args.profile} training iterations (eager), by {key}:")
+    print(events.table(sort_by=key, row_limit=20))
+    ops = sum(e.count for e in events if e.key.startswith("aten::")) / args.profile
+    print(f"aten ops called per training iteration (nested calls included): {ops:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
