@@ -517,9 +517,9 @@ def summary(m, n_layer):
               f"random WM {f(silence_key(x, 'random', 'wm'))} RM {f(silence_key(x, 'random', 'rm'))}")
 
 
+@torch.no_grad()
 def main(argv=None):
     opts = parse_args(argv)
-    torch.set_grad_enabled(False)
     loaded = [(d, *load_run(d, opts.device)) for d in opts.runs]  # every input checked before any work
     for d, model, _, _ in loaded:
         if opts.rate_steps <= model.cfg.context:

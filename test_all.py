@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +20,8 @@ import analyze
 import bench
 import compare
 import train
-from env import GridWorld, visited_in_context
-from model import Model, ModelConfig
+from env import Batches, GridWorld, visited_in_context
+from model import Model, ModelConfig, PathIntegration
 from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead
@@ -126,6 +127,32 @@ def test_visited_in_context_on_hand_made_walks():
     assert visited_in_context(pos, 1).int().tolist() == [[0, 0, 0, 0, 0, 1]]
 
 
+def test_batches_are_slices_of_one_walk_draw_and_resume_exactly():
+    # Batches draws `ahead` batches with one env.walk call: the walks are env.walk's own, whose
+    # distribution the tests above check, cut into consecutive batches.
+    env = GridWorld(size=5, num_maps=3, seed=4)
+    draw_g0 = tiny_model().random_g0
+    state = env.generator.get_state()
+    batches = Batches(env, 8, 10, draw_g0, ahead=3)
+    env.generator.set_state(state)
+    obs, act, _, _ = env.walk(24, 10)
+    g0 = draw_g0(24, generator=env.generator)
+    for i in range(3):
+        b = batches.next()
+        for got, want in zip(b, (obs, act, g0)):
+            assert torch.equal(got, want[8 * i: 8 * (i + 1)])
+    later = [batches.next() for _ in range(2)]  # a new draw, then one batch into it
+    saved = batches.state()
+    after = [batches.next() for _ in range(4)]
+    resumed = Batches(GridWorld(size=5, num_maps=3, seed=4), 8, 10, draw_g0, ahead=3)
+    resumed.load_state(saved)
+    for a, b in zip(after, [resumed.next() for _ in range(4)]):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(later[0][0], obs[:8])
+    half = Batches(GridWorld(size=5, num_maps=3, seed=4), 8, 10, draw_g0, ahead=3, part=slice(4, 8))
+    assert torch.equal(half.next()[0], obs[4:8])  # a data-parallel process keeps its slice
+
+
 # ---- model.py -----------------------------------------------------------------------------------
 
 def tiny_model(context=5, d_model=32, d_ff=64, d_rnn=16, **kw):
@@ -201,6 +228,44 @@ def test_flops_per_step_matches_a_flop_counter(tem_t):
     g0_grad = 2 * B * c.n_actions * c.d_rnn ** 2
     assert model.flops_per_step(B, T) == counter.get_total_flops() - masked + g0_grad
 
+def test_fast_path_integration_equals_the_loop_in_values_and_gradients():
+    model = tiny_model(n_actions=5).double()
+    act = torch.randint(5, (4, 30), generator=torch.Generator().manual_seed(0))
+    g0 = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    fast, loop = model.path_integrate(act, g0), model.path_integrate_loop(act, g0)
+    torch.testing.assert_close(fast, loop, rtol=0, atol=1e-12)
+    weights = torch.randn_like(fast)  # any loss: a random linear function of every g_t
+    grads = [torch.autograd.grad((g * weights).sum(), (g0, model.W_a)) for g in (fast, loop)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    W = model.W_a.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda g, w: PathIntegration.apply(act[:2, :6], g, w),
+                                    (g0[:2].detach().requires_grad_(), W))
+
+
+def test_path_integration_stays_in_float32_under_bf16_autocast():
+    model, act = tiny_model(), torch.randint(5, (2, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = model.path_integrate(act, model.random_g0(2))
+    assert g.dtype == torch.float32
+
+
+def test_compiled_model_equals_eager_on_two_walk_lengths():
+    # Training compiles with dynamic=False: each walk length gets its own static graph, never a
+    # dynamic-shape recompile (which crashed inductor). aot_eager traces what inductor would be
+    # given, in seconds on a CPU; inductor itself takes minutes here.
+    model = tiny_model(context=4, **SMALL).train()
+    compiled = torch.compile(model, dynamic=False, backend="aot_eager")
+    for T in (12, 7):
+        obs, act, _, _ = walks(T=T)
+        g0 = model.random_g0(3)
+        eager, fast = model(obs[:, :-1], act, g0), compiled(obs[:, :-1], act, g0)
+        torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-5)
+        grads = [torch.autograd.grad(out.square().sum(), model.W_a)[0] for out in (eager, fast)]
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+    torch.compiler.reset()
+
+
 # ---- train.py -----------------------------------------------------------------------------------
 
 def read_log(out_dir):
@@ -244,6 +309,114 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 10
 
 
+def signal_at_call(monkeypatch, module, name, n):
+    """Replace module.name by a wrapper that sends this process SIGINT at its n-th call (1-based),
+    as Ctrl-C pressed while that call runs."""
+    real, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def final_weights(out_dir):
+    return torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """40 steps (the walks redrawn at steps 16 and 32) with dropout, logged every 10, uninterrupted."""
+    out = tmp_path_factory.mktemp("straight")
+    train.main(INTERRUPTED + ["--out_dir", str(out)])
+    return out
+
+
+INTERRUPTED = TINY + ["--max_iters", "40", "--eval_interval", "10", "--dropout", "0.1", "--seed", "5"]
+
+
+@pytest.mark.parametrize("where,n", [("cross_entropy", 3), ("cross_entropy", 10), ("cross_entropy", 21),
+                                     ("cross_entropy", 33), ("memory_counts", 3)])
+def test_an_interrupted_and_resumed_run_is_the_same_run_bit_for_bit(where, n, straight_run, tmp_path, monkeypatch,
+                                                                   capsys):
+    # Ctrl-C inside a training step (cross_entropy) or inside an evaluation (memory_counts, at the
+    # second evaluation): the run saves where it stands and --resume, given nothing else, ends the
+    # same run: the same log lines (but for the times) and the same final weights, bit for bit.
+    signal_at_call(monkeypatch, train.F if where == "cross_entropy" else train, where, n)
+    with pytest.raises(SystemExit) as e:
+        train.main(INTERRUPTED + ["--out_dir", str(tmp_path)])
+    assert e.value.code == 130 and "interrupted: saved" in capsys.readouterr().out
+    monkeypatch.undo()
+    train.main(["--resume", "--out_dir", str(tmp_path)])  # the run's own --max_iters: 40
+    timeless = [{k: v for k, v in row.items() if k not in ("ms_per_step", "elapsed_s")} for row in read_log(tmp_path)]
+    assert timeless == [{k: v for k, v in row.items() if k not in ("ms_per_step", "elapsed_s")}
+                        for row in read_log(straight_run)]
+    resumed, straight = final_weights(tmp_path), final_weights(straight_run)
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    elapsed = [float(row["elapsed_s"]) for row in read_log(tmp_path)]
+    assert elapsed == sorted(elapsed)  # time goes on from the interruption, never back
+
+
+def test_ctrl_c_before_the_first_step_saves_nothing(tmp_path, monkeypatch, capsys):
+    signal_at_call(monkeypatch, train, "GridWorld", 1)
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--out_dir", str(tmp_path)])
+    assert e.value.code == 130 and "nothing was saved" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
+def test_resume_keeps_the_runs_own_flags_unless_given_anew(tmp_path, capsys):
+    train.main(TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path)])
+    train.main(["--resume", "--out_dir", str(tmp_path)])  # not the preset's 2,000 steps
+    assert [r["step"] for r in read_log(tmp_path)] == ["3", "6"]
+    train.main(["--resume", "--out_dir", str(tmp_path), "--max_iters", "9"])
+    assert [r["step"] for r in read_log(tmp_path)] == ["3", "6", "9"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", "--out_dir", str(tmp_path), "--alpha", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--alpha cannot change when resuming" in err[0]
+
+
+def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, tiny_runs, capsys):
+    marker = tmp_path / "the code ran"
+
+    class Payload:  # unpickling it would call os.mkdir(marker)
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    good = torch.load(tiny_runs / "a" / "ckpt.pt", weights_only=True)
+    (tmp_path / "run").mkdir()
+    torch.save({**good, "model": Payload()}, tmp_path / "run" / "ckpt.pt")
+    for entry, argv in ((train.main, ["--resume", "--out_dir", str(tmp_path / "run")]),
+                        (analyze.main, [str(tmp_path / "run")])):
+        with pytest.raises(SystemExit) as e:
+            entry(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and "UnpicklingError" in err[0], err
+    assert not marker.exists()
+
+
+def test_a_failed_save_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    real, calls = torch.save, []
+
+    def disk_full(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"half a checkpoint")
+            raise OSError(28, "No space left on device")
+        return real(obj, f, *args, **kwargs)
+    monkeypatch.setattr(train.torch, "save", disk_full)
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "No space left on device" in err[0]
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt", "log.csv"]  # and no half-written ckpt.pt.tmp
+
+
 def test_bad_flags_exit_2_with_one_line(tmp_path, capsys):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
@@ -261,12 +434,33 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys):
         (["--out_dir", str(corrupt)], "--resume"),  # never overwrite a checkpoint silently
         (["--max_iters", "ten"], "--max_iters"),
     ]
-    for argv, needle in cases:
+    (tmp_path / "afile").write_text("")
+    # these name the one flag at fault, and no other
+    alone = [(["--lr", "-1"], "--lr"), (["--dropout", "1.5"], "--dropout"), (["--alpha", "nan"], "--alpha"),
+             (["--grad_clip", "-1"], "--grad_clip"), (["--out_dir", "/proc/nowhere"], "--out_dir"),
+             (["--out_dir", str(tmp_path / "afile")], "--out_dir")]
+    for argv, needle in cases + alone:
         with pytest.raises(SystemExit) as e:
             train.main(argv)
-        lines = capsys.readouterr().err.strip().splitlines()
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
         assert e.value.code == 2 and len(lines) == 1 and needle in lines[0], (argv, lines)
+        assert out == ""  # nothing said before the complaint
+        if (argv, needle) in alone:
+            assert re.findall(r"--[a-z_]+", lines[0]) == [needle] and argv[1] in lines[0], lines
     assert (corrupt / "ckpt.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_a_non_finite_loss_before_any_checkpoint_says_none_was_saved(tmp_path, monkeypatch, capsys):
+    real = F.cross_entropy
+
+    def poisoned(*args, **kwargs):
+        return real(*args, **kwargs) * float("nan")
+    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--max_iters", "20", "--eval_interval", "10", "--out_dir", str(tmp_path)])
+    assert e.value.code == 1 and "no checkpoint was saved" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt.pt").exists()
 
 
 def test_the_command_line_reports_bad_input_in_one_line():
@@ -533,6 +727,7 @@ def tiny_runs(tmp_path_factory):
 def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
     for name in ("empty", "truncated", "foreign", "wrong_shapes", "no_args"):
         (tmp_path / name).mkdir()
+    (tmp_path / "afile").write_text("")
     (tmp_path / "truncated" / "ckpt.pt").write_bytes(open(tiny_runs / "a" / "ckpt.pt", "rb").read()[:5000])
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign" / "ckpt.pt")
     good = torch.load(tiny_runs / "a" / "ckpt.pt", weights_only=True)
@@ -545,7 +740,7 @@ def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith(f"analyze.py: error: {tmp_path / 'truncated' / 'ckpt.pt'}: not a readable checkpoint")
     before = sorted(os.listdir(tiny_runs / "a"))
-    cases = {"nowhere": "no such directory", "empty": "no checkpoint", "foreign": "missing model",
+    cases = {"nowhere": "no such directory", "afile": "not a directory", "empty": "no checkpoint", "foreign": "missing model",
              "no_args": "missing act", "wrong_shapes": "size mismatch"}
     for name, why in cases.items():
         with pytest.raises(SystemExit) as e:

@@ -152,6 +152,12 @@ def settle(args, given):
     if args.compile == "auto":
         args.compile = "on" if args.device.startswith("cuda") else "off"
     check(args)
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out_dir):
+            pass
+    except OSError as e:
+        die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
     if auto_preset and not args.resume:
         print(f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
               "here; pass --preset to choose)")
@@ -217,16 +223,27 @@ def evaluate(model, env, args, autocast):
 
 
 def main(argv=None):
+    # Ctrl-C (or SIGTERM) only asks to stop: the step in progress ends, the run is saved as it
+    # stands after it, and --resume goes on exactly from there. A second Ctrl-C stops at once.
+    signals = []
+
+    def request_stop(signum, frame):
+        signals.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        train(argv, signals)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def train(argv, signals):
     # ---- settings: flags, presets, or the checkpoint of a resumed run
     args, given = parse_args(sys.argv[1:] if argv is None else argv)
     args, ckpt = settle(args, given)
     ckpt_path, log_path = os.path.join(args.out_dir, "ckpt.pt"), os.path.join(args.out_dir, "log.csv")
-    try:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out_dir):
-            pass
-    except OSError as e:
-        die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
 
     # ---- setup: data-parallel processes (torchrun sets RANK), device, precision, seeds
     ddp = int(os.environ.get("RANK", -1)) != -1
@@ -306,15 +323,8 @@ def main(argv=None):
         print(f"errors are arg-max error rates; chance is {1 - 1 / args.n_obs:.2f}. WM: the answer is in the "
               "context; RM: it is not")
 
-    # ---- the training loop. Ctrl-C (or SIGTERM) only asks to stop: the step in progress ends, the
-    # run is saved as it stands after it, and --resume goes on exactly from there.
-    signals, stop = [], False
-
-    def request_stop(signum, frame):
-        signals.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
-
-    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    # ---- the training loop
+    first_step, stop = step, bool(signals)
     t0 = t_start = time.time()
     try:
         while step < args.max_iters and not stop:
@@ -350,6 +360,9 @@ def main(argv=None):
                 append_log(log_path, dict(step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()},
                                           ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
             t0 = time.time()
+        if stop and step == first_step:
+            print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
+            sys.exit(130)
         if stop:
             if master:
                 checkpoint()
@@ -358,8 +371,6 @@ def main(argv=None):
         if ddp:  # let every process finish together: rank 0 may still be evaluating and saving
             torch.distributed.barrier()
     finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
         if ddp:
             destroy_process_group()
     if master:
@@ -383,5 +394,5 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        print("\ntrain.py: interrupted before a checkpoint could be saved: nothing was saved", file=sys.stderr)
+        print("\ntrain.py: interrupted again: the step in progress was not saved", file=sys.stderr)
         sys.exit(130)
