@@ -103,8 +103,8 @@ def main(argv=None):
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     obs, act, g0 = batches.next()
-    walks = timed(batches.next)
-    rows = []
+    walks = timed(batches.draw) / batches.ahead  # a draw makes `ahead` batches
+    rows = []  # (layout, seconds a step, predictions, tokens)
     for name, window, last_only, predictions in (("one pass", T, False, B * T), ("prefix by prefix", W, True, B)):
         # each layout compiled afresh for its one shape: no recompilation, no dynamic shapes
         forward = torch.compile(model, dynamic=False) if args.compile == "on" else model
@@ -112,23 +112,27 @@ def main(argv=None):
         rows.append((name, sec, predictions, 2 * B * window))
         if args.compile == "on":
             torch.compiler.reset()
-    peak = peak_flops(device)
-    flops = model.flops_per_step(B, T)
-    print(f"benchmark: {args.preset} preset, {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
-          f"batch {B}, walk_len {T}, context {model.cfg.context}; median of {args.steps} steps")
-    for name, sec, predictions, tokens in rows:
-        mfu = f" | MFU {flops / sec / peak:6.1%}" if peak and name == "one pass" else ""
-        print(f"{name:>16}: {sec * 1000:8.2f} ms/step | {predictions / sec:12,.0f} predictions/s | "
-              f"{tokens / sec:12,.0f} tokens/s{mfu}")
-    one, prefix = rows[0][1], rows[1][1]
-    print(f"one pass / prefix by prefix: {(B * T / one) / (B / prefix):.1f}x the predictions per second")
-    mfu = f", MFU {flops / (walks + one) / peak:.1%}" if peak else ""
-    print(f"walks: {walks * 1000:.2f} ms per batch; a training iteration (walks + one pass) "
-          f"{(walks + one) * 1000:.2f} ms{mfu}")
+    report(args, rows, walks, model.flops_per_step(B, T), peak_flops(device), model.cfg.context)
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.profile:
         profile(args, lambda: step(model, *batches.next(), last_only=False), cuda, sync)
+
+
+def report(args, rows, walks, flops, peak, context):
+    """The table: rows of (layout, seconds a step, predictions, tokens); MFU where the peak is known."""
+    one, prefix = rows[0][1], rows[1][1]
+    print(f"benchmark: {args.preset} preset, {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
+          f"batch {args.batch_size or SIZES[args.preset]['batch_size']}, walk_len {SIZES[args.preset]['walk_len']}, "
+          f"context {context}; median of {args.steps} steps")
+    for name, sec, predictions, tokens in rows:
+        mfu = f" | MFU {flops / sec / peak:6.1%}" if peak and name == "one pass" else ""
+        print(f"{name:>16}: {sec * 1000:8.2f} ms/step | {predictions / sec:12,.0f} predictions/s | "
+              f"{tokens / sec:12,.0f} tokens/s{mfu}")
+    print(f"one pass / prefix by prefix: {(rows[0][2] / one) / (rows[1][2] / prefix):.1f}x the predictions per second")
+    mfu = f", MFU {flops / (walks + one) / peak:.1%}" if peak else ""
+    print(f"walks: {walks * 1000:.2f} ms per batch (drawn 16 batches at a time); a training iteration (walks + one pass) "
+          f"{(walks + one) * 1000:.2f} ms{mfu}")
 
 
 def profile(args, iteration, cuda, sync):
