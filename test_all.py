@@ -322,6 +322,15 @@ def signal_at_call(monkeypatch, module, name, n):
     monkeypatch.setattr(module, name, wrapper)
 
 
+@pytest.fixture
+def sigint():
+    """SIGINT with Python's own handler for the test, as in a terminal: a process started in the
+    background may inherit it ignored, and train.py leaves an ignored signal ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def final_weights(out_dir):
     return torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)["model"]
 
@@ -340,7 +349,7 @@ INTERRUPTED = TINY + ["--max_iters", "40", "--eval_interval", "10", "--dropout",
 @pytest.mark.parametrize("where,n", [("cross_entropy", 3), ("cross_entropy", 10), ("cross_entropy", 21),
                                      ("cross_entropy", 33), ("memory_counts", 3)])
 def test_an_interrupted_and_resumed_run_is_the_same_run_bit_for_bit(where, n, straight_run, tmp_path, monkeypatch,
-                                                                   capsys):
+                                                                   capsys, sigint):
     # Ctrl-C inside a training step (cross_entropy) or inside an evaluation (memory_counts, at the
     # second evaluation): the run saves where it stands and --resume, given nothing else, ends the
     # same run: the same log lines (but for the times) and the same final weights, bit for bit.
@@ -359,7 +368,7 @@ def test_an_interrupted_and_resumed_run_is_the_same_run_bit_for_bit(where, n, st
     assert elapsed == sorted(elapsed)  # time goes on from the interruption, never back
 
 
-def test_ctrl_c_before_the_first_step_saves_nothing(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_before_the_first_step_saves_nothing(tmp_path, monkeypatch, capsys, sigint):
     signal_at_call(monkeypatch, train, "GridWorld", 1)
     with pytest.raises(SystemExit) as e:
         train.main(TINY + ["--out_dir", str(tmp_path)])

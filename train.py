@@ -231,7 +231,8 @@ def main(argv=None):
         signals.append(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    handlers = {s: signal.signal(s, request_stop) for s in watched}  # an ignored signal stays ignored
     try:
         train(argv, signals)
     finally:
