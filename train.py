@@ -49,7 +49,7 @@ PRESETS = {
 # Flags a resumed run may be given anew; it keeps its own value of every other setting.
 RESUMABLE = ("max_iters", "eval_interval", "device", "dtype", "compile", "out_dir", "resume")
 # What a checkpoint holds, all of it needed to resume the run exactly.
-RESUME_KEYS = {"model", "model_config", "args", "optimizer", "step", "loss_sum", "n_loss", "elapsed_s", "rng"}
+RESUME_KEYS = {"model", "model_config", "args", "optimizer", "scaler", "step", "loss_sum", "n_loss", "elapsed_s", "rng"}
 
 
 def die(msg):
@@ -293,12 +293,14 @@ def train(argv, signals):
     if ddp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler(enabled=ptdtype == torch.float16)
+    if ckpt is not None:
+        scaler.load_state_dict(ckpt["scaler"])
 
     def checkpoint():
         save_checkpoint(ckpt_path, dict(
-            model=raw_model.state_dict(), model_config=asdict(cfg), args=vars(args),
-            optimizer=optimizer.state_dict(), step=step, loss_sum=loss_sum.item(), n_loss=n_loss,
-            elapsed_s=elapsed + time.time() - t_start,
+            model=raw_model.state_dict(), model_config=asdict(cfg), args=vars(args), step=step,
+            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
+            n_loss=n_loss, elapsed_s=elapsed + time.time() - t_start,
             rng={"device": str(device), "walks": batches.state(), "torch": torch.get_rng_state(),
                  "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}))
 
