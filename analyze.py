@@ -31,7 +31,7 @@ DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, ra
                 shuffles=100, silence_walks=256, loop_walks=1024)
 QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
-METHOD = 4  # raise it when a change of method changes the numbers: older metrics.json are redone
+METHOD = 5  # raise it when a change of method changes the numbers: older metrics.json are redone
 SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 SILENCE_DRAWS = 5  # random sets of each size
 # Offsets from --seed of each part's own random stream.
@@ -71,7 +71,10 @@ def parse_args(argv=None):
         help="a place cell's spatial information must also exceed this, in bits (default: %(default)s)")
     add("--stability", type=float, default=0.5,
         help="a unit scores in a map only where the rate maps of its even and odd walks correlate at least "
-             "this much (Pearson r); -1 scores every unit, the method before (default: %(default)s)")
+             "this much (Pearson r); -1 turns the test off (default: %(default)s)")
+    add("--att_spread", type=float, default=1.0,
+        help="an attention lag is silent in a map where its mean weight varies by less than this many times "
+             "1/(context+1), a slot's share under uniform attention; 0 turns it off (default: %(default)s)")
     add("--seed", type=int, default=1234, help="seed of analyze.py's walks, g0 and shuffles (default: %(default)s)")
     add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, ... (default: %(default)s)")
     add("--no_figures", action="store_true", help="numbers only")
@@ -92,8 +95,8 @@ def parse_args(argv=None):
             die(f"--{name} must be an integer >= {low} (got {getattr(opts, name)})")
     if not opts.max_se >= 0:
         die(f"--max_se must be a number >= 0 (got {opts.max_se})")
-    if not (math.isfinite(opts.si_floor) and math.isfinite(opts.stability)):
-        die(f"--si_floor and --stability must be finite numbers (got {opts.si_floor}, {opts.stability})")
+    if not all(math.isfinite(x) for x in (opts.si_floor, opts.stability, opts.att_spread)):
+        die("--si_floor, --stability and --att_spread must be finite numbers")
     if opts.device != "cpu" and not (opts.device.startswith("cuda") and torch.cuda.is_available()):
         die(f"--device {opts.device!r} is not available here; use auto or cpu")
     return opts
@@ -241,7 +244,7 @@ def place_analysis(model, env, opts, gen, rng):
         units = forward_chunked(model, obs[:, :-1], act, g0 / math.sqrt(model.cfg.d_rnn), record=True)[1]
         nodes = pos[:, C:]  # (W, steps)
         per_map.append(place.score_map(units[:, C - 1:], nodes, env.n_nodes, kinds, opts.shuffles, rng,
-                                       opts.stability))
+                                       opts.stability, least={"att": opts.att_spread / (C + 1)}))
     keys = ("si", "null", "silent", "unstable", "stability")
     out = {key: np.mean([scores[key] for scores in per_map], 0) for key in keys}
     return dict(out, rate=per_map[0]["rate"], maps=len(per_map), steps=nodes.numel())
@@ -325,7 +328,7 @@ def loop_accuracy(model, env, opts, novel):
 def settings(opts):
     """The analysis flags that change the numbers, with the METHOD version: one string, kept in metrics.json."""
     keys = ("walk_len", "max_se", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "si_floor",
-            "stability", "silence_walks", "loop_walks", "seed")
+            "stability", "att_spread", "silence_walks", "loop_walks", "seed")
     return " ".join([f"method={METHOD}"] + [f"{k}={getattr(opts, k)}" for k in keys])
 
 

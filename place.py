@@ -71,27 +71,28 @@ def split_half_stability(activity, pos, n_nodes):
     return np.divide((even * odd).sum(1), norm, out=np.zeros(len(norm)), where=norm > 0)
 
 
-def silent_units(spread, kinds, frac=0.01):
+def silent_units(spread, kinds, frac=0.01, least=None):
     """True for the units whose rate map in a map barely varies: a spread (max - min over nodes)
-    below frac of the median spread of their kind. SI is scale-free, so a unit whose activity is all
-    but zero (an attention lag weighted 1e-20 everywhere) could score the maximum on rounding noise."""
+    below frac of the median spread of their kind, or below least[kind] where a kind's scale has an
+    absolute meaning. SI is scale-free, so a unit whose activity is all but zero (an attention lag
+    weighted 1e-20 everywhere) could score the maximum on rounding noise."""
     silent = np.zeros(len(spread), dtype=bool)
     for kind in np.unique(kinds):
         sel = kinds == kind
-        silent[sel] = spread[sel] < frac * np.median(spread[sel])
+        silent[sel] = spread[sel] < max(frac * np.median(spread[sel]), (least or {}).get(kind, 0))
     return silent
 
 
-def score_map(activity, pos, n_nodes, kinds, shuffles, rng, stability=0.5):
+def score_map(activity, pos, n_nodes, kinds, shuffles, rng, stability=0.5, least=None):
     """Place scores of units in one map, from W >= 2 walks: activity (W, T, U), pos (W, T) ->
     dict of si (U,) and null (shuffles, U) from shuffle_test, silent and unstable (U,) bools, the
     split-half r (U,) and the rate maps (U, n_nodes). A place cell's activity depends reliably on
     where the walker is, at a scale that matters: a unit scores its SI only if it is not silent
-    and its field repeats (r >= stability), else 0, in its shuffles too."""
+    (silent_units with least) and its field repeats (r >= stability), else 0, in its shuffles too."""
     activity, pos = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(pos)
     si, null = shuffle_test(activity, pos, n_nodes, shuffles, rng)
     rate, occ = rate_maps(activity.flatten(0, 1), pos.flatten(), n_nodes)
-    silent = silent_units(np.ptp(rate[:, occ > 0], axis=1), kinds)
+    silent = silent_units(np.ptp(rate[:, occ > 0], axis=1), kinds, least=least)
     r = split_half_stability(activity, pos, n_nodes)
     scored = ~silent & (r >= stability)
     return dict(si=np.where(scored, si, 0.0), null=np.where(scored, null, 0.0), silent=silent,

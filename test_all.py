@@ -434,9 +434,10 @@ def test_a_place_cell_needs_a_stable_field_at_a_scale_that_matters():
     blip = torch.zeros_like(field)
     blip[0, :1000] = (pos[0, :1000] == 24).float()  # node 24 is (3, 3)
     assert 10 <= blip.sum() <= 0.2 * (pos == 24).sum()  # a few of its visits
-    units = torch.stack([field, blip, 1e-12 * field], 2) + 0.01 * torch.randn(4, 3001, 3, dtype=torch.float64)
+    noise = torch.randn(4, 3001, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    units = torch.stack([field, blip, 1e-12 * field], 2) + 0.01 * noise[..., :3]
     units[..., 2] = 1e-12 * field  # no noise: its spread stays a trillionth of the others'
-    units = torch.cat([units, torch.randn(4, 3001, 20, dtype=torch.float64)], 2).float()  # 20 noise units
+    units = torch.cat([units, noise[..., 3:]], 2).float()  # 20 noise units
     kinds = np.array(["ffn"] * 23)
     before = place.score_map(units, pos, 49, kinds, 100, rng, stability=-1)  # every field counts
     after = place.score_map(units, pos, 49, kinds, 100, rng, stability=0.5)
@@ -447,6 +448,11 @@ def test_a_place_cell_needs_a_stable_field_at_a_scale_that_matters():
     assert after["unstable"][:3].tolist() == [False, True, False]
     assert after["silent"][:3].tolist() == [False, False, True]
     assert after["unstable"][3:].all()  # noise has no field to repeat
+    # attention weights have an absolute scale: a lag whose mean weight varies by less than a
+    # uniform slot's share (1/65 for a context of 64) is silent, however small its kind's median
+    spread, kinds = np.array([0.3, 0.01, 0.005, 0.004]), np.array(["att"] * 4)
+    assert not place.silent_units(spread, kinds).any()
+    assert place.silent_units(spread, kinds, least={"att": 1 / 65}).tolist() == [False, True, True, True]
 
 
 def test_rate_maps_average_activity_per_node():
