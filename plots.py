@@ -114,7 +114,7 @@ def fig_silencing(m, fractions, draws, n_ffn, chance):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     for ax, mem in zip(axes, ("rm", "wm")):
         ax.plot(pct, [m[f"silence_{p}pct_place_{mem}_error"] for p in pct], "C3o-",
-                label="most place-like (by SI)")
+                label="most place-like (by score)")
         ax.errorbar(pct, [m[f"silence_{p}pct_random_{mem}_error"] for p in pct],
                     [m[f"silence_{p}pct_random_{mem}_error_sd"] for p in pct], fmt="C7s--", capsize=3,
                     label=f"random (mean ± sd, {draws} draws)")
