@@ -7,25 +7,11 @@ Kim et al. (NeurIPS 2023, sections 3-4 and figures 3-5) and some beyond them.
                                                     # summary.csv and figures in --out
     python analyze.py out/ --quick                  # a smoke test, not a measurement
 
-Writes metrics.json (flat keys) and PNG figures (drawn by plots.py) into each run folder, only once
-everything has been computed. Choices (details in each function's docstring):
-- Error rates: on fresh walks drawn as in training (its walk_len and context), batch after batch
-  until each standard error is below --max_se. The SE treats walks as clusters (steps within a
-  walk are correlated): cluster_se.
-- Rate maps: --rate_walks walks of --rate_steps steps in each of familiar maps 0..--rate_maps-1;
-  the activity at step t belongs to the node asked about, pos[t+1].
-- Place cells: Skaggs' spatial information with each rate map's minimum subtracted
-  (spatial_information), tested against per-walk circular shifts of the positions
-  (shuffle_test): SI, averaged over maps, above the 99th percentile of the shuffles and --si_floor.
-- Silencing: the 1, 5, 10, 25% most place-like FFN neurons (all layers pooled) against as many
-  random ones (5 draws), on the same familiar-map walks.
-- Loop closure: a random walk filling the context, then a 4-step square back to its last node.
-Every draw comes from analyze.py's own generators (--seed), never from the training stream, and
-each part has its own, so resizing one leaves the others be.
+Each part (error rates, rate maps, shuffles, silencing, loop closure) draws from its own generator
+seeded from --seed, never from the training stream; each function's docstring gives its method.
 """
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -35,6 +21,7 @@ import numpy as np
 import torch
 
 import compare
+import place
 import plots
 from env import GridWorld, visited_in_context
 from model import Model, ModelConfig
@@ -42,9 +29,9 @@ from model import Model, ModelConfig
 # Flags left unset take DEFAULTS, or QUICK with --quick.
 DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, rate_maps=4,
                 shuffles=100, silence_walks=256, loop_walks=1024)
-QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=1, rate_maps=1,
+QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
-METHOD = 3  # raise it when a change of method changes the numbers: older metrics.json are redone
+METHOD = 5  # raise it when a change of method changes the numbers: older metrics.json are redone
 SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 SILENCE_DRAWS = 5  # random sets of each size
 # Offsets from --seed of each part's own random stream.
@@ -54,7 +41,6 @@ NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions",
                "walk_len", "d_rnn")
 
 
-
 def die(msg):
     """Bad input: one line on stderr, exit status 2."""
     print(f"analyze.py: error: {msg}", file=sys.stderr)
@@ -62,31 +48,33 @@ def die(msg):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Analyse runs of train.py: memory errors, place cells, "
-                                            "silencing, loop closure.")
-    p.error = die  # argparse's own complaints: one line, exit 2
-
-    def both(k):  # the help of a flag that --quick changes gives both defaults
-        return f" (default: {DEFAULTS[k]}; --quick: {QUICK[k]})"
-
-    add = p.add_argument
+    parser = argparse.ArgumentParser(description="Analyse runs of train.py: memory errors, place cells, "
+                                                 "silencing, loop closure.")
+    parser.error = die  # argparse's own complaints: one line, exit 2
+    add = parser.add_argument
     add("runs", nargs="+", help="run folders, each holding ckpt.pt (and log.csv) from train.py")
-    add("--out", default=".", help="where runs.csv and the comparison figures go, for several runs "
-                                   "(default: %(default)s)")
+    add("--out", default=".", help="where runs.csv, summary.csv and the comparison figures go, for several "
+                                   "runs (default: %(default)s)")
     add("--walk_len", type=int, help="steps per walk for the error rates (default: the run's training walk_len)")
-    add("--max_se", type=float, help="draw walks until every error rate's standard error is below this" + both("max_se"))
-    add("--max_walks", type=int, help="cap on walks per error estimate" + both("max_walks"))
-    add("--rate_steps", type=int, help="steps per long walk for rate maps" + both("rate_steps"))
-    add("--rate_walks", type=int, help="long walks per map for rate maps" + both("rate_walks"))
-    add("--rate_maps", type=int, help="rate maps in familiar maps 0..rate_maps-1, scores averaged over them"
-                                      + both("rate_maps"))
-    add("--shuffles", type=int, help="circular-shift shuffles per unit and map for the place-cell test"
-                                     + both("shuffles"))
+    sized = dict(max_se=(float, "draw walks until every error rate's standard error is below this"),
+                 max_walks=(int, "cap on walks per error estimate"),
+                 rate_steps=(int, "steps per long walk for rate maps"),
+                 rate_walks=(int, "long walks per map for rate maps, at least 2 (even and odd walks are "
+                                  "compared for stability)"),
+                 rate_maps=(int, "rate maps in familiar maps 0..rate_maps-1, scores averaged over them"),
+                 shuffles=(int, "circular-shift shuffles per unit and map for the place-cell test"),
+                 silence_walks=(int, "walks per silencing condition (the same walks for all)"),
+                 loop_walks=(int, "walks per loop-closure probe, familiar and novel each"))
+    for name, (kind, text) in sized.items():  # flags that --quick changes: the help gives both defaults
+        add(f"--{name}", type=kind, help=f"{text} (default: {DEFAULTS[name]}; --quick: {QUICK[name]})")
     add("--si_floor", type=float, default=0.1,
         help="a place cell's spatial information must also exceed this, in bits (default: %(default)s)")
-    add("--silence_walks", type=int, help="walks per silencing condition (the same walks for all)"
-                                          + both("silence_walks"))
-    add("--loop_walks", type=int, help="walks per loop-closure probe, familiar and novel each" + both("loop_walks"))
+    add("--stability", type=float, default=0.5,
+        help="a unit scores in a map only where the rate maps of its even and odd walks correlate at least "
+             "this much (Pearson r); -1 turns the test off (default: %(default)s)")
+    add("--att_spread", type=float, default=1.0,
+        help="an attention lag is silent in a map where its mean weight varies by less than this many times "
+             "1/(context+1), a slot's share under uniform attention; 0 turns it off (default: %(default)s)")
     add("--seed", type=int, default=1234, help="seed of analyze.py's walks, g0 and shuffles (default: %(default)s)")
     add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, ... (default: %(default)s)")
     add("--no_figures", action="store_true", help="numbers only")
@@ -94,20 +82,21 @@ def parse_args(argv=None):
         help="analyse every run again; by default a run whose metrics.json is newer than its ckpt.pt and "
              "was made with the same analysis flags is read back, not recomputed")
     add("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
-    opts = p.parse_args(argv)
-    for k, v in (QUICK if opts.quick else DEFAULTS).items():
-        if getattr(opts, k) is None:
-            setattr(opts, k, v)
+    opts = parser.parse_args(argv)
+    for name, value in (QUICK if opts.quick else DEFAULTS).items():
+        if getattr(opts, name) is None:
+            setattr(opts, name, value)
     if opts.device == "auto":
         opts.device = "cuda" if torch.cuda.is_available() else "cpu"
-    for k in ("walk_len", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "silence_walks",
-              "loop_walks"):
-        if getattr(opts, k) is not None and getattr(opts, k) < 1:
-            die(f"--{k} must be a positive integer (got {getattr(opts, k)})")
+    lowest = dict(walk_len=1, max_walks=1, rate_steps=1, rate_walks=2, rate_maps=1, shuffles=1, silence_walks=1,
+                  loop_walks=1)
+    for name, low in lowest.items():
+        if getattr(opts, name) is not None and getattr(opts, name) < low:
+            die(f"--{name} must be an integer >= {low} (got {getattr(opts, name)})")
     if not opts.max_se >= 0:
         die(f"--max_se must be a number >= 0 (got {opts.max_se})")
-    if not math.isfinite(opts.si_floor):
-        die(f"--si_floor must be a finite number (got {opts.si_floor})")
+    if not all(math.isfinite(x) for x in (opts.si_floor, opts.stability, opts.att_spread)):
+        die("--si_floor, --stability and --att_spread must be finite numbers")
     if opts.device != "cpu" and not (opts.device.startswith("cuda") and torch.cuda.is_available()):
         die(f"--device {opts.device!r} is not available here; use auto or cpu")
     return opts
@@ -134,8 +123,7 @@ def load_run(run_dir, device):
         args = argparse.Namespace(**ckpt["args"])
         model = Model(ModelConfig(**ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])  # float32 weights, whatever dtype they were saved in
-        cfg = model.cfg
-        same = (cfg.n_obs, cfg.n_actions, cfg.context) == (args.n_obs, args.n_actions, args.context)
+        same = (model.cfg.n_obs, model.cfg.n_actions, model.cfg.context) == (args.n_obs, args.n_actions, args.context)
         assert same, "model and args disagree"
         env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
     except Exception as e:
@@ -232,106 +220,34 @@ def error_rates(predict, env, context, walk_len, gen, novel=False, max_se=0.005,
     return out
 
 
-def rate_maps(activity, pos, n_nodes):
-    """Mean activity per node: activity (T, U), pos (T,) -> rate (U, n_nodes) (0 where never
-    visited) and occupancy (n_nodes,) in steps."""
-    a, p = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(pos)
-    occ = torch.bincount(p, minlength=n_nodes)
-    rate = torch.zeros(n_nodes, a.shape[1], device=a.device).index_add_(0, p, a) / occ.clamp(min=1)[:, None]
-    return rate.T.cpu().double().numpy(), occ.cpu().numpy()
-
-
-def spatial_information(rate, occupancy):
-    """Skaggs' spatial information in bits, SI = sum_i p_i (l_i/lbar) log2(l_i/lbar), of each rate map.
-
-    rate (..., n_nodes) is mean activity per node, occupancy (n_nodes,) the visits (p_i = its share;
-    unvisited nodes are left out). Signed activity is made non-negative by subtracting the map's own
-    minimum over visited nodes: l_i = r_i - min_j r_j, lbar = sum_i p_i l_i. SI is thus invariant to
-    adding a constant to a unit, and 0 for a flat map (a constant unit scores exactly 0)."""
-    vis = np.asarray(occupancy) > 0
-    p = np.asarray(occupancy, dtype=float)[vis] / np.sum(occupancy)
-    lam = np.asarray(rate, dtype=float)[..., vis]
-    lam = lam - lam.min(-1, keepdims=True)
-    lbar = (lam * p).sum(-1, keepdims=True)
-    ratio = np.divide(lam, lbar, out=np.zeros_like(lam), where=lbar > 0)
-    return (p * ratio * np.log2(np.where(ratio > 0, ratio, 1.0))).sum(-1)
-
-
-def shuffle_test(activity, pos, n_nodes, shuffles, rng):
-    """SI of every unit and its null distribution: activity (W, T, U), pos (W, T) of W walks (or
-    (T, U) and (T,) for one) -> si (U,), null (shuffles, U).
-
-    Each shuffle circularly shifts every walk's positions against its activity by the walk's own
-    random offset in [T/10, 9T/10]: each unit keeps its time course (and any offset a walk's random
-    g0 gives it), the occupancy is unchanged, and only the pairing of activity with place is broken."""
-    a, p = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(pos)
-    a, p = (a, p) if p.dim() == 2 else (a[None], p[None])
-    W, T = p.shape
-    a = a.reshape(W * T, -1)
-    rate, occ = rate_maps(a, p.flatten(), n_nodes)
-    shifts = rng.integers(T // 10, max(T - T // 10, T // 10 + 1), size=(shuffles, W))
-    shifts = torch.as_tensor(shifts, device=p.device)
-    t = torch.arange(T, device=p.device)
-    null = [spatial_information(rate_maps(a, p.gather(1, (t - s[:, None]) % T).flatten(), n_nodes)[0], occ)
-            for s in shifts]
-    return spatial_information(rate, occ), np.stack(null)
-
-
-def place_cells(si, null, floor=0.1, pct=99.0):
-    """A unit is a place cell if its SI beats the pct-th percentile of its own shuffles and the floor."""
-    return (si > np.percentile(null, pct, axis=0)) & (si > floor)
-
-
-def silent_units(spread, kinds, frac=0.01):
-    """True for the units whose rate map in a map barely varies: a spread (max - min over nodes)
-    below frac of the median spread of their kind. SI is scale-free, so a unit whose activity is all
-    but zero (an attention lag weighted 1e-20 everywhere) could score the maximum on rounding noise
-    alone. place_analysis scores a silent unit 0 in that map: it tells the network nothing of place."""
-    silent = np.zeros(len(spread), dtype=bool)
-    for kind in np.unique(kinds):
-        sel = kinds == kind
-        silent[sel] = spread[sel] < frac * np.median(spread[sel])
-    return silent
-
-
 def unit_kinds(cfg):
     """Kind ('ffn', 'att', 'g'), layer and a name for each column of unit_activity."""
-    kinds, layers, names = [], [], []
-    for l in range(cfg.n_layer):
-        kinds += ["ffn"] * cfg.d_ff; layers += [l] * cfg.d_ff
-        names += [f"FFN L{l} #{i}" for i in range(cfg.d_ff)]
-    for l in range(cfg.n_layer):
-        n = cfg.n_head * cfg.context
-        kinds += ["att"] * n; layers += [l] * n
-        names += [f"att L{l} H{h} lag {k}" for h in range(cfg.n_head) for k in range(cfg.context)]
-    kinds += ["g"] * cfg.d_rnn; layers += [-1] * cfg.d_rnn
-    names += [f"g #{i}" for i in range(cfg.d_rnn)]
-    return np.array(kinds), np.array(layers), names
+    units = [("ffn", layer, f"FFN L{layer} #{i}") for layer in range(cfg.n_layer) for i in range(cfg.d_ff)]
+    units += [("att", layer, f"att L{layer} H{h} lag {k}") for layer in range(cfg.n_layer)
+              for h in range(cfg.n_head) for k in range(cfg.context)]
+    units += [("g", -1, f"g #{i}") for i in range(cfg.d_rnn)]
+    kinds, layers, names = zip(*units)
+    return np.array(kinds), np.array(layers), list(names)
 
 
 @torch.no_grad()
 def place_analysis(model, env, opts, gen, rng):
-    """Per familiar map 0..rate_maps-1: long walks, every unit's rate map, SI and shuffles. A unit's
-    score is its SI averaged over maps; its null is the shuffles averaged over maps (shuffle j of
-    every map), so the test asks whether the mean SI beats chance. Steps before the context is full
-    are left out, so every lag unit is defined; activity at step t belongs to node pos[t+1]. A unit
-    silent in a map (silent_units) scores 0 there, in its shuffles too.
-    Returns the scores, their nulls, map 0's rate maps, the fraction of maps each unit is silent in,
-    the number of maps and the steps per map."""
-    C, si, null, silent = model.cfg.context, [], [], []
-    kinds = unit_kinds(model.cfg)[0]
+    """Per familiar map 0..rate_maps-1: long walks and every unit's place.score_map; steps before the
+    context is full are left out, so every lag unit is defined. A unit's score is its score averaged
+    over maps, tested against its shuffles averaged over maps (shuffle j of every map). Returns the
+    means over maps of score_map's si, null, silent, unstable and stability; map 0's rate maps
+    (rate), the number of maps and the steps per map."""
+    C, kinds, per_map = model.cfg.context, unit_kinds(model.cfg)[0], []
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
         g0 = torch.randn(opts.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device)
-        g0 = g0 / math.sqrt(model.cfg.d_rnn)
-        units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps, U)
+        units = forward_chunked(model, obs[:, :-1], act, g0 / math.sqrt(model.cfg.d_rnn), record=True)[1]
         nodes = pos[:, C:]  # (W, steps)
-        s, n = shuffle_test(units, nodes, env.n_nodes, opts.shuffles, rng)
-        rate, occ = rate_maps(units.flatten(0, 1), nodes.flatten(), env.n_nodes)
-        quiet = silent_units(np.ptp(rate[:, occ > 0], axis=1), kinds)  # (U,)
-        si.append(np.where(quiet, 0.0, s)), null.append(np.where(quiet, 0.0, n)), silent.append(quiet)
-        first = rate if m == 0 else first
-    return np.mean(si, 0), np.mean(null, 0), first, np.mean(silent, 0), len(si), nodes.numel()
+        per_map.append(place.score_map(units[:, C - 1:], nodes, env.n_nodes, kinds, opts.shuffles, rng,
+                                       opts.stability, least={"att": opts.att_spread / (C + 1)}))
+    keys = ("si", "null", "silent", "unstable", "stability")
+    out = {key: np.mean([scores[key] for scores in per_map], 0) for key in keys}
+    return dict(out, rate=per_map[0]["rate"], maps=len(per_map), steps=nodes.numel())
 
 
 def silence(model, masks):
@@ -341,43 +257,37 @@ def silence(model, masks):
             for b, m in zip(model.blocks, masks)]
 
 
-def silence_key(fraction, *what):
-    """The metrics.json key of a silencing result: silence_key(0.25, "place", "rm") is
-    'silence_25pct_place_rm_error', silence_key(0.25, "k") 'silence_25pct_k' (the number silenced),
-    silence_key("none", "wm") 'silence_none_wm_error'."""
-    tag = fraction if fraction == "none" else f"{round(fraction * 100)}pct"
-    return "_".join(["silence", tag, *what]) + ("" if what == ("k",) else "_error")
-
-
 def silencing_test(model, env, walk_len, ffn_si, opts):
-    """WM and RM error on familiar maps with the k most place-like FFN neurons (by SI, all layers
+    """WM and RM error on familiar maps with the k most place-like FFN neurons (by score, all layers
     pooled) silenced, and k random ones (SILENCE_DRAWS draws), for k = SILENCE_FRACTIONS of all FFN
-    neurons. Every condition sees the same walks and g0 (one seed), so differences are paired."""
-    L, d_ff = model.cfg.n_layer, model.cfg.d_ff
+    neurons, all on the same walks and g0 (paired). Keys: silence_none_wm_error, silence_25pct_k (the
+    number silenced), silence_25pct_place_rm_error, silence_25pct_random_rm_error and its _sd, ..."""
+    n_ffn = model.cfg.n_layer * model.cfg.d_ff
     rng = np.random.default_rng(opts.seed + SEEDS["silence_draws"])
 
-    def run(silenced):
-        mask = torch.ones(L * d_ff, device=env.device)
+    def errors(silenced):
+        mask = torch.ones(n_ffn, device=env.device)
         mask[torch.as_tensor(silenced, dtype=torch.long)] = 0
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["silencing"])  # the same walks each time
-        hooks = silence(model, mask.view(L, d_ff))
+        hooks = silence(model, mask.view(model.cfg.n_layer, -1))
         try:
             r = error_rates(model_predictor(model, gen), env, model.cfg.context, walk_len, gen, max_se=0,
                             max_walks=opts.silence_walks)
         finally:
             for h in hooks:
                 h.remove()
-        return r["wm_error"], r["rm_error"]
+        return np.array([r["wm_error"], r["rm_error"]])
 
-    out = dict(zip((silence_key("none", "wm"), silence_key("none", "rm")), run([])))
-    for f in SILENCE_FRACTIONS:
-        k = max(1, round(f * L * d_ff))
-        out[silence_key(f, "k")] = k
-        out[silence_key(f, "place", "wm")], out[silence_key(f, "place", "rm")] = run(np.argsort(-ffn_si)[:k])
-        rand = np.array([run(rng.choice(L * d_ff, k, replace=False)) for _ in range(SILENCE_DRAWS)])
+    out = dict(zip(("silence_none_wm_error", "silence_none_rm_error"), errors([])))
+    for fraction in SILENCE_FRACTIONS:
+        k, tag = max(1, round(fraction * n_ffn)), f"silence_{round(fraction * 100)}pct"
+        most_place_like = errors(np.argsort(-ffn_si)[:k])
+        random = np.array([errors(rng.choice(n_ffn, k, replace=False)) for _ in range(SILENCE_DRAWS)])
+        out[f"{tag}_k"] = k
         for j, mem in enumerate(("wm", "rm")):
-            out[silence_key(f, "random", mem)] = rand[:, j].mean()
-            out[silence_key(f, "random", mem) + "_sd"] = rand[:, j].std(ddof=1)
+            out[f"{tag}_place_{mem}_error"] = most_place_like[j]
+            out[f"{tag}_random_{mem}_error"] = random[:, j].mean()
+            out[f"{tag}_random_{mem}_error_sd"] = random[:, j].std(ddof=1)
     return out
 
 
@@ -416,10 +326,9 @@ def loop_accuracy(model, env, opts, novel):
 
 
 def settings(opts):
-    """The analysis flags that change the numbers, as one string stored in metrics.json, and the
-    METHOD version."""
+    """The analysis flags that change the numbers, with the METHOD version: one string, kept in metrics.json."""
     keys = ("walk_len", "max_se", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "si_floor",
-            "silence_walks", "loop_walks", "seed")
+            "stability", "att_spread", "silence_walks", "loop_walks", "seed")
     return " ".join([f"method={METHOD}"] + [f"{k}={getattr(opts, k)}" for k in keys])
 
 
@@ -452,69 +361,62 @@ def analyze_run(run_dir, model, env, ckpt, opts):
                         opts.max_walks)
         m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
     gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["rate_maps"])
-    rng = np.random.default_rng(opts.seed + SEEDS["shuffles"])
-    si, null, first, silent, n_maps, n_steps = place_analysis(model, env, opts, gen, rng)
+    scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]))
     kinds, layers, names = unit_kinds(cfg)
-    place = place_cells(si, null, opts.si_floor)
-    m.update(rate_maps=n_maps, rate_steps_per_map=n_steps, shuffles=opts.shuffles)
+    is_place = place.place_cells(scores["si"], scores["null"], opts.si_floor)
+    m.update(rate_maps=scores["maps"], rate_steps_per_map=scores["steps"], shuffles=opts.shuffles)
     for kind in ("ffn", "att", "g"):
         sel = kinds == kind
-        m[f"{kind}_place_cell_fraction"], m[f"{kind}_si_mean"] = place[sel].mean(), si[sel].mean()
-        m[f"{kind}_silent_fraction"] = silent[sel].mean()
-        for l in range(cfg.n_layer if kind != "g" else 0):
-            m[f"{kind}_place_cell_fraction_layer{l}"] = place[sel & (layers == l)].mean()
-    m["loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel=False)
-    m["novel_loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel=True)
+        m[f"{kind}_place_cell_fraction"], m[f"{kind}_si_mean"] = is_place[sel].mean(), scores["si"][sel].mean()
+        for name in ("silent", "unstable"):
+            m[f"{kind}_{name}_fraction"] = scores[name][sel].mean()
+        m[f"{kind}_stability_mean"] = scores["stability"][sel].mean()
+        for layer in range(cfg.n_layer if kind != "g" else 0):
+            m[f"{kind}_place_cell_fraction_layer{layer}"] = is_place[sel & (layers == layer)].mean()
+    for novel in (False, True):
+        m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
     m["loop_walks"] = opts.loop_walks
-    m.update(silencing_test(model, env, walk_len, si[kinds == "ffn"], opts))
+    m.update(silencing_test(model, env, walk_len, scores["si"][kinds == "ffn"], opts))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
     files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
     if not opts.no_figures:
-        log = os.path.join(run_dir, "log.csv")
-        title = (f"{run_dir}: {plots.act_label(args)}, {args['num_maps']} maps, seed {args['seed']}, "
-                 f"step {ckpt['step']}")
-        try:  # the training curves are a bonus: a missing or odd log.csv costs only that figure
-            with open(log) as f:
-                files["training.png"] = plots.fig_training(list(csv.DictReader(f)), chance, title)
-        except (OSError, KeyError, ValueError, TypeError, AssertionError) as e:
-            print(f"analyze.py: no training.png: {log} is missing or unreadable ({type(e).__name__})",
-                  file=sys.stderr)
-        files["rate_maps.png"] = plots.fig_rate_maps(first, si, place, kinds, names, env.size)
-        files["place_scores.png"] = plots.fig_scores(si, place, kinds, layers, cfg.n_layer)
-        files["silencing.png"] = plots.fig_silencing(m, SILENCE_FRACTIONS, SILENCE_DRAWS,
-                                                     cfg.n_layer * cfg.d_ff, chance)
+        title = f"{run_dir}: {plots.act_label(args)}, {args['num_maps']} maps, seed {args['seed']}, step {ckpt['step']}"
+        training = plots.fig_training(os.path.join(run_dir, "log.csv"), chance, title)
+        files.update({"training.png": training} if training else {})
+        files["rate_maps.png"] = plots.fig_rate_maps(scores, is_place, kinds, names, env.size)
+        files["place_scores.png"] = plots.fig_scores(scores["si"], is_place, kinds, layers, cfg.n_layer)
+        files["silencing.png"] = plots.fig_silencing(m, SILENCE_FRACTIONS, SILENCE_DRAWS, cfg.n_layer * cfg.d_ff,
+                                                     chance)
     return m, files
 
 
 def summary(m, n_layer):
     """The run's numbers on stdout, a few lines."""
-    def f(k):
-        return "  n/a" if m[k] is None else f"{m[k]:.3f}"
+    def num(key):
+        return "  n/a" if m[key] is None else f"{m[key]:.3f}"
 
     print(f"{m['run']}: {plots.act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {m['step']}. "
           f"Errors over walks of {m['walk_len']} steps, ± SE over walks (chance {m['chance']:.3f}):")
     for pre, name in (("", "familiar"), ("novel_", "novel")):
-        print(f"  {name:8s}  WM {f(pre + 'wm_error')} ± {f(pre + 'wm_error_se')} "
-              f"({m[pre + 'wm_steps']} steps)   "
-              f"RM {f(pre + 'rm_error')} ± {f(pre + 'rm_error_se')} ({m[pre + 'rm_steps']} steps)   "
-              f"[{m[pre + 'walks']} walks]")
-    layers = ", ".join(f"layer {l} {m[f'ffn_place_cell_fraction_layer{l}']:.1%}" for l in range(n_layer))
-    print(f"  place cells ({m['rate_maps']} maps x {m['rate_steps_per_map']} steps, "
-          f"{m['shuffles']} shuffles): "
+        print(f"  {name:8s}  WM {num(pre + 'wm_error')} ± {num(pre + 'wm_error_se')} ({m[pre + 'wm_steps']} steps)"
+              f"   RM {num(pre + 'rm_error')} ± {num(pre + 'rm_error_se')} ({m[pre + 'rm_steps']} steps)"
+              f"   [{m[pre + 'walks']} walks]")
+    layers = ", ".join(f"layer {i} {m[f'ffn_place_cell_fraction_layer{i}']:.1%}" for i in range(n_layer))
+    print(f"  place cells ({m['rate_maps']} maps x {m['rate_steps_per_map']} steps, {m['shuffles']} shuffles): "
           f"FFN {m['ffn_place_cell_fraction']:.1%} ({layers}), attention {m['att_place_cell_fraction']:.1%}, "
-          f"g {m['g_place_cell_fraction']:.1%}; mean SI: FFN {m['ffn_si_mean']:.3f}, "
+          f"g {m['g_place_cell_fraction']:.1%}; mean score: FFN {m['ffn_si_mean']:.3f}, "
           f"attention {m['att_si_mean']:.3f} bits")
-    silent = ", ".join(f"{m[k + '_silent_fraction']:.1%} of {name}" for k, name in
-                       (("ffn", "FFN"), ("att", "attention"), ("g", "g")) if m.get(k + "_silent_fraction"))
-    if silent:
-        print(f"  silent, so scored 0 (share of units x maps): {silent}")
-    print(f"  loop closure accuracy: familiar {f('loop_closure_accuracy')}, "
-          f"novel {f('novel_loop_closure_accuracy')}")
-    for x in SILENCE_FRACTIONS:
-        print(f"  silence {round(x * 100):2d}% ({m[silence_key(x, 'k')]} FFN): most place-like "
-              f"WM {f(silence_key(x, 'place', 'wm'))} RM {f(silence_key(x, 'place', 'rm'))} | "
-              f"random WM {f(silence_key(x, 'random', 'wm'))} RM {f(silence_key(x, 'random', 'rm'))}")
+    for kind, name in (("ffn", "FFN"), ("att", "attention"), ("g", "g")):
+        print(f"  {name}: silent {m[kind + '_silent_fraction']:.1%}, unstable {m[kind + '_unstable_fraction']:.1%} "
+              f"of units x maps (scored 0); mean split-half r {m[kind + '_stability_mean']:.2f}")
+    print(f"  loop closure accuracy: familiar {num('loop_closure_accuracy')}, "
+          f"novel {num('novel_loop_closure_accuracy')}")
+    for fraction in SILENCE_FRACTIONS:
+        tag = f"silence_{round(fraction * 100)}pct"
+        print(f"  {tag} ({m[tag + '_k']} FFN): most place-like WM {num(tag + '_place_wm_error')} "
+              f"RM {num(tag + '_place_rm_error')} | random WM {num(tag + '_random_wm_error')} "
+              f"RM {num(tag + '_random_rm_error')}")
 
 
 @torch.no_grad()

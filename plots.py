@@ -3,8 +3,10 @@ Figures of one run, drawn by analyze.py: training curves, rate maps, place-cell 
 silencing. Every fig_* returns a PNG's bytes; write_all puts them (and any other output) in place.
 """
 
+import csv
 import io
 import os
+import sys
 
 import matplotlib
 
@@ -37,18 +39,28 @@ def act_label(args):
     return f"nmda α={args['alpha']:g}{beta}" if args["act"] == "nmda" else args["act"]
 
 
-def fig_training(rows, chance, title):
-    """Loss and the four error rates of log.csv against the optimizer step."""
-    assert rows, "empty"
-    step = [float(r["step"]) for r in rows]
+def fig_training(log_path, chance, title):
+    """Loss and the four error rates of a run's log.csv against the optimizer step, or None (and a
+    line on stderr) if the log is missing or unreadable: the training curves are a bonus."""
+    try:
+        with open(log_path) as f:
+            rows = list(csv.DictReader(f))
+        assert rows, "empty"
+        step = [float(r["step"]) for r in rows]
+        curves = {key: [float(r[key]) for r in rows] for key in ("loss", "wm_error", "rm_error", "novel_wm_error",
+                                                                 "novel_rm_error")}
+    except (OSError, KeyError, ValueError, TypeError, AssertionError) as e:
+        print(f"analyze.py: no training.png: {log_path} is missing or unreadable ({type(e).__name__})",
+              file=sys.stderr)
+        return None
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    a0.plot(step, [float(r["loss"]) for r in rows], "k-")
+    a0.plot(step, curves["loss"], "k-")
     a0.set(xlabel="optimizer step", ylabel="training loss (cross-entropy, nats)", title="loss")
     for key, label, style in (("wm_error", "WM, familiar maps", "C0-"),
                               ("rm_error", "RM, familiar maps", "C3-"),
                               ("novel_wm_error", "WM, novel maps", "C0--"),
                               ("novel_rm_error", "RM, novel maps", "C3--")):
-        a1.plot(step, [float(r[key]) for r in rows], style, label=label)
+        a1.plot(step, curves[key], style, label=label)
     a1.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.2f})")
     a1.set(xlabel="optimizer step", ylabel="arg-max error rate", ylim=(0, 1),
            title="memory errors (training evaluations)")
@@ -57,28 +69,31 @@ def fig_training(rows, chance, title):
     return png(fig)
 
 
-def fig_rate_maps(rate, si, place, kinds, names, size, top=6):
-    """The most place-like units of each kind (by mean SI), rate maps in familiar map 0."""
+def fig_rate_maps(scores, place, kinds, names, size, top=6):
+    """The most place-like units of each kind (by score), rate maps in familiar map 0. scores: the
+    dict of analyze.place_analysis."""
+    rate, si, stability = scores["rate"], scores["si"], scores["stability"]
     rows = [("ffn", "FFN neurons"), ("att", "attention softmax neurons"), ("g", "position vector g")]
-    fig, axes = plt.subplots(len(rows), top, figsize=(1.9 * top, 2.3 * len(rows)), squeeze=False,
+    fig, axes = plt.subplots(len(rows), top, figsize=(1.9 * top, 2.6 * len(rows)), squeeze=False,
                              layout="constrained")
     for ax_row, (kind, title) in zip(axes, rows):
         idx = np.flatnonzero(kinds == kind)
         for ax, u in zip(ax_row, idx[np.argsort(-si[idx])[:top]]):
             ax.imshow(rate[u].reshape(size, size), origin="upper", cmap="viridis")  # row 0 (north) on top
             star = " *" if place[u] else ""
-            ax.set_title(f"{names[u]}{star}\nSI {si[u]:.2f} | {rate[u].min():.2g} to {rate[u].max():.2g}",
-                         fontsize=8)
+            ax.set_title(f"{names[u]}{star}\nscore {si[u]:.2f}, r {stability[u]:.2f}\n"
+                         f"{rate[u].min():.2g} to {rate[u].max():.2g}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
         ax_row[0].set_ylabel(title, fontsize=9)
-    fig.suptitle("most place-like units: mean activity per node in familiar map 0, north up, west left; "
-                 "colour\nfrom each map's min (dark) to max (yellow), range in the title; SI in bits, "
-                 "mean over maps; * = place cell", fontsize=10)
+    fig.suptitle("most place-like units: mean activity per node in familiar map 0, north up, west left; colour "
+                 "from each map's\nmin (dark) to max (yellow), range under the title; score: SI in bits where the "
+                 "field is stable and the unit\nnot silent, else 0, mean over maps; r: split-half stability, mean "
+                 "over maps; * = place cell", fontsize=10)
     return png(fig)
 
 
 def fig_scores(si, place, kinds, layers, n_layer):
-    """Histograms of SI per population, place cells stacked in a darker colour."""
+    """Histograms of the place score per population, place cells stacked in a darker colour."""
     pops = [(f"FFN layer {l}", (kinds == "ffn") & (layers == l)) for l in range(n_layer)]
     pops += [("attention softmax", kinds == "att"), ("position vector g", kinds == "g")]
     bins = np.linspace(0, max(si.max(), 1e-3), 31)
@@ -87,7 +102,7 @@ def fig_scores(si, place, kinds, layers, n_layer):
         ax.hist([si[sel & place], si[sel & ~place]], bins, stacked=True, histtype="stepfilled",
                 color=["C3", "C7"], label=["place cell", "not"])
         ax.set(title=f"{title}\n{place[sel].mean():.0%} of {sel.sum()} are place cells",
-               xlabel="spatial information (bits)", ylabel="units")
+               xlabel="place score (SI, bits)", ylabel="units")
     axes[0].legend(fontsize=8)
     return png(fig)
 
@@ -99,7 +114,7 @@ def fig_silencing(m, fractions, draws, n_ffn, chance):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     for ax, mem in zip(axes, ("rm", "wm")):
         ax.plot(pct, [m[f"silence_{p}pct_place_{mem}_error"] for p in pct], "C3o-",
-                label="most place-like (by SI)")
+                label="most place-like (by score)")
         ax.errorbar(pct, [m[f"silence_{p}pct_random_{mem}_error"] for p in pct],
                     [m[f"silence_{p}pct_random_{mem}_error_sd"] for p in pct], fmt="C7s--", capsize=3,
                     label=f"random (mean ± sd, {draws} draws)")

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import analyze
 import bench
 import compare
+import place
 import train
 from env import Batches, GridWorld, visited_in_context
 from model import Model, ModelConfig, PathIntegration
@@ -600,10 +601,10 @@ def test_cluster_se_with_one_step_per_walk_is_the_binomial_se():
 def test_spatial_information_of_known_maps():
     occ = np.full(16, 10)
     one_node = np.eye(16)[3]
-    assert analyze.spatial_information(one_node, occ) == pytest.approx(math.log2(16))
-    assert analyze.spatial_information(np.full(16, 2.7), occ) == 0  # constant: exactly zero
+    assert place.spatial_information(one_node, occ) == pytest.approx(math.log2(16))
+    assert place.spatial_information(np.full(16, 2.7), occ) == 0  # constant: exactly zero
     # signed activity: the minimum is subtracted, so adding a constant changes nothing
-    assert analyze.spatial_information(one_node - 5, occ) == pytest.approx(math.log2(16))
+    assert place.spatial_information(one_node - 5, occ) == pytest.approx(math.log2(16))
 
 
 def test_gaussian_bumps_are_place_cells_and_noise_is_not():
@@ -616,12 +617,12 @@ def test_gaussian_bumps_are_place_cells_and_noise_is_not():
     bumps = [np.exp(-((r - i) ** 2 + (c - j) ** 2) / 2) for i, j in centres]  # sigma = 1 node
     activity = np.stack(bumps + [np.full(len(pos), 0.5)], 1) + 0.05 * rng.standard_normal((len(pos), 5))
     noise = rng.standard_normal((len(pos), 200))  # 200 units with no spatial tuning
-    si, null = analyze.shuffle_test(np.concatenate([activity, noise], 1), pos, 49, 100, rng)
-    place = analyze.place_cells(si, null, floor=0.1)
-    assert place[:4].all() and (si[:4] > 1.0).all()
-    assert not place[4]  # a constant unit plus noise
-    assert place[5:].mean() <= 0.03  # ~1% by construction of a 99th-percentile test
-    const_si, _ = analyze.shuffle_test(np.full((len(pos), 1), 3.0), pos, 49, 5, rng)
+    si, null = place.shuffle_test(np.concatenate([activity, noise], 1), pos, 49, 100, rng)
+    is_place = place.place_cells(si, null, floor=0.1)
+    assert is_place[:4].all() and (si[:4] > 1.0).all()
+    assert not is_place[4]  # a constant unit plus noise
+    assert is_place[5:].mean() <= 0.03  # ~1% by construction of a 99th-percentile test
+    const_si, _ = place.shuffle_test(np.full((len(pos), 1), 3.0), pos, 49, 5, rng)
     assert const_si[0] == 0
 
 
@@ -634,17 +635,51 @@ def test_a_near_silent_unit_is_caught_although_its_si_is_high():
     rng = np.random.default_rng(1)
     field = np.exp(-((pos // 5 - 2) ** 2 + (pos % 5 - 1) ** 2) / 2.0)
     units = np.stack([field, 1e-12 * field] + [rng.standard_normal(len(pos)) for _ in range(6)], 1)
-    si, null = analyze.shuffle_test(units, pos, 25, 50, rng)
-    assert analyze.place_cells(si, null).tolist()[:2] == [True, True] and si[1] == pytest.approx(si[0])
-    rate, occ = analyze.rate_maps(units, pos, 25)
-    silent = analyze.silent_units(np.ptp(rate, axis=1), np.array(["ffn"] * 8))
+    si, null = place.shuffle_test(units, pos, 25, 50, rng)
+    assert place.place_cells(si, null).tolist()[:2] == [True, True] and si[1] == pytest.approx(si[0])
+    rate, occ = place.rate_maps(units, pos, 25)
+    silent = place.silent_units(np.ptp(rate, axis=1), np.array(["ffn"] * 8))
     assert silent.tolist() == [False, True] + [False] * 6
+
+
+def test_a_place_cell_needs_a_stable_field_at_a_scale_that_matters():
+    # Four walks in one map. Unit 0 has a field at (3, 4) in every walk; unit 1 fires only at node
+    # (3, 3) during the first 1000 steps of walk 0, a peak made by a few of the node's visits; unit 2
+    # is unit 0 scaled by 1e-12. SI and the shuffle test alone pass all but unit 2 (silent); only
+    # unit 0's field repeats in the odd walks what it does in the even ones.
+    env = GridWorld(size=7, num_maps=1, seed=0)
+    _, _, pos, _ = env.walk(4, 3000, generator=torch.Generator().manual_seed(2))
+    rng = np.random.default_rng(2)
+    row, col = pos // 7, pos % 7
+    field = torch.exp(-((row - 3) ** 2 + (col - 4) ** 2) / 2.0)
+    blip = torch.zeros_like(field)
+    blip[0, :1000] = (pos[0, :1000] == 24).float()  # node 24 is (3, 3)
+    assert 10 <= blip.sum() <= 0.2 * (pos == 24).sum()  # a few of its visits
+    noise = torch.randn(4, 3001, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    units = torch.stack([field, blip, 1e-12 * field], 2) + 0.01 * noise[..., :3]
+    units[..., 2] = 1e-12 * field  # no noise: its spread stays a trillionth of the others'
+    units = torch.cat([units, noise[..., 3:]], 2).float()  # 20 noise units
+    kinds = np.array(["ffn"] * 23)
+    before = place.score_map(units, pos, 49, kinds, 100, rng, stability=-1)  # every field counts
+    after = place.score_map(units, pos, 49, kinds, 100, rng, stability=0.5)
+    assert place.place_cells(before["si"], before["null"])[:3].tolist() == [True, True, False]
+    assert place.place_cells(after["si"], after["null"])[:3].tolist() == [True, False, False]
+    assert after["si"][0] == before["si"][0] > 1 and after["si"][1] == 0 < before["si"][1]
+    assert after["stability"][0] > 0.9 and abs(after["stability"][1]) < 0.2
+    assert after["unstable"][:3].tolist() == [False, True, False]
+    assert after["silent"][:3].tolist() == [False, False, True]
+    assert after["unstable"][3:].all()  # noise has no field to repeat
+    # attention weights have an absolute scale: a lag whose mean weight varies by less than a
+    # uniform slot's share (1/65 for a context of 64) is silent, however small its kind's median
+    spread, kinds = np.array([0.3, 0.01, 0.005, 0.004]), np.array(["att"] * 4)
+    assert not place.silent_units(spread, kinds).any()
+    assert place.silent_units(spread, kinds, least={"att": 1 / 65}).tolist() == [False, True, True, True]
 
 
 def test_rate_maps_average_activity_per_node():
     # a unit active only in the north-west corner node (row 0, column 0) of a 3x3 grid
     pos = np.array([0, 1, 2, 4, 8, 0])
-    rate, occ = analyze.rate_maps(np.array([[1.0], [0], [0], [0], [0], [1]]), pos, 9)
+    rate, occ = place.rate_maps(np.array([[1.0], [0], [0], [0], [0], [1]]), pos, 9)
     assert rate[0].reshape(3, 3)[0, 0] == 1 and rate[0].sum() == 1
     assert occ.tolist() == [2, 1, 1, 0, 1, 0, 0, 0, 1]
 
