@@ -23,7 +23,7 @@ import torch
 import compare
 import place
 import plots
-from env import GridWorld, visited_in_context
+from env import GridWorld, memory_counts
 from model import Model, ModelConfig
 
 # Flags left unset take DEFAULTS, or QUICK with --quick.
@@ -180,8 +180,8 @@ def forward_chunked(model, obs, act, g0, chunk=256, record=False):
 def model_predictor(model, gen):
     """predict(obs, act, pos, maps) -> arg-max tokens (B, T), from a fresh random g0 per walk."""
     def predict(obs, act, pos, maps):
-        g0 = torch.randn(obs.shape[0], model.cfg.d_rnn, generator=gen, device=obs.device)
-        return forward_chunked(model, obs[:, :-1], act, g0 / math.sqrt(model.cfg.d_rnn))[0].argmax(-1)
+        g0 = model.random_g0(obs.shape[0], generator=gen, device=obs.device)
+        return forward_chunked(model, obs[:, :-1], act, g0)[0].argmax(-1)
     return predict
 
 
@@ -206,9 +206,7 @@ def error_rates(predict, env, context, walk_len, gen, novel=False, max_se=0.005,
         b = min(batch, max_walks - n)
         obs, act, pos, maps = draw_walks(env, b, walk_len, gen, novel)
         wrong = predict(obs, act, pos, maps) != obs[:, 1:]  # (B, T)
-        wm = visited_in_context(pos, context)
-        per_walk = [(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)]
-        counts.append(torch.stack(per_walk, 1).cpu())
+        counts.append(memory_counts(wrong, pos, context).cpu())
         n += b
         c = torch.cat(counts).double().numpy()
         out = {"walks": n}
@@ -240,8 +238,8 @@ def place_analysis(model, env, opts, gen, rng):
     C, kinds, per_map = model.cfg.context, unit_kinds(model.cfg)[0], []
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
-        g0 = torch.randn(opts.rate_walks, model.cfg.d_rnn, generator=gen, device=env.device)
-        units = forward_chunked(model, obs[:, :-1], act, g0 / math.sqrt(model.cfg.d_rnn), record=True)[1]
+        g0 = model.random_g0(opts.rate_walks, generator=gen, device=env.device)
+        units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1]
         nodes = pos[:, C:]  # (W, steps)
         per_map.append(place.score_map(units[:, C - 1:], nodes, env.n_nodes, kinds, opts.shuffles, rng,
                                        opts.stability, least={"att": opts.att_spread / (C + 1)}))
