@@ -127,8 +127,7 @@ def check(args):
 def settle(args, given):
     """Fill the presets (or, with --resume, the checkpoint's settings) and resolve 'auto'. Returns
     the settings and the checkpoint to resume, or None."""
-    ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
-    ckpt = None
+    ckpt_path, ckpt = os.path.join(args.out_dir, "ckpt.pt"), None
     if args.resume:
         ckpt = load_checkpoint(ckpt_path)
         fixed = sorted(given - set(RESUMABLE))
@@ -285,8 +284,7 @@ def train(argv, signals):
         if master:
             print(f"resuming {ckpt_path} at step {step} of {args.max_iters}")
     flops_per_step = model.flops_per_step(args.batch_size, args.walk_len)
-    peak = peak_flops(device)
-    peak = peak * world if peak else None  # the global batch's GPUs
+    peak = peak_flops(device) and peak_flops(device) * world  # of the global batch's GPUs; None on a CPU
     raw_model = model
     if args.compile == "on":
         model = torch.compile(model, dynamic=False)  # training sees one shape; evaluation runs raw_model
