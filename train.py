@@ -23,14 +23,17 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, fields
 
-import torch
-import torch.nn.functional as F
-from torch.distributed import destroy_process_group, init_process_group
-from torch.nn.parallel import DistributedDataParallel as DDP
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads: exit 130 at once, no traceback
 
-from env import Batches, GridWorld, memory_counts
-from model import Model, ModelConfig, peak_flops
-from nmda import ACTIVATIONS
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.distributed import destroy_process_group, init_process_group  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+from env import Batches, GridWorld, memory_counts  # noqa: E402
+from model import Model, ModelConfig, peak_flops  # noqa: E402
+from nmda import ACTIVATIONS  # noqa: E402
 
 # Preset values fill every preset flag the command line leaves unset.
 PRESETS = {
