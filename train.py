@@ -259,9 +259,8 @@ def train(argv, signals):
             torch.cuda.set_device(args.device)
         if args.batch_size % world:
             die(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
-    master, device = rank == 0, torch.device(args.device)
+    master, device, ptdtype = rank == 0, torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
-    ptdtype = getattr(torch, args.dtype)
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
 
     # ---- model, optimizer and the stream of walks: fresh, or where the checkpoint left them
@@ -269,8 +268,8 @@ def train(argv, signals):
     cfg = ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)})
     model = Model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
-    B = args.batch_size // world
-    batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=slice(rank * B, (rank + 1) * B))
+    part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
+    batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=part)
     step, loss_sum, n_loss, elapsed = 0, torch.zeros((), device=device), 0, 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -278,14 +277,14 @@ def train(argv, signals):
         step, n_loss, elapsed = ckpt["step"], ckpt["n_loss"], ckpt["elapsed_s"]
         loss_sum += ckpt["loss_sum"]
         torch.set_rng_state(ckpt["rng"]["torch"])
-        if torch.device(ckpt["rng"]["device"]).type == device.type:  # random states are per device type
+        same_kind = torch.device(ckpt["rng"]["device"]).type == device.type  # random states are per device type
+        if same_kind:
             batches.load_state(ckpt["rng"]["walks"])
             if device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        elif master:
-            print("resuming on another kind of device: the random streams start afresh")
         if master:
-            print(f"resuming {ckpt_path} at step {step} of {args.max_iters}")
+            print(f"resuming {ckpt_path} at step {step} of {args.max_iters}"
+                  + ("" if same_kind else "; on another kind of device, the random streams start afresh"))
     flops_per_step = model.flops_per_step(args.batch_size, args.walk_len)
     peak = peak_flops(device) and peak_flops(device) * world  # of the global batch's GPUs; None on a CPU
     raw_model = model
