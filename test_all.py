@@ -390,6 +390,12 @@ def test_resume_keeps_the_runs_own_flags_unless_given_anew(tmp_path, capsys):
     assert e.value.code == 2 and len(err) == 1 and "--alpha cannot change when resuming" in err[0]
 
 
+def test_overwrite_starts_the_log_anew(tmp_path):
+    train.main(TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path)])
+    train.main(TINY + ["--max_iters", "3", "--eval_interval", "3", "--out_dir", str(tmp_path), "--overwrite"])
+    assert [r["step"] for r in read_log(tmp_path)] == ["3"]
+
+
 def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, tiny_runs, capsys):
     marker = tmp_path / "the code ran"
 

@@ -328,6 +328,7 @@ def train(argv, signals):
 
     # ---- the training loop
     first_step, stop = step, bool(signals)
+    new_log = ckpt is None  # a fresh run (--overwrite too) starts log.csv anew
     t0 = t_start = time.time()
     try:
         while step < args.max_iters and not stop:
@@ -360,8 +361,10 @@ def train(argv, signals):
                 print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
                       f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
                       f"{ms:.1f} ms/step{mfu} | ETA {ms * (args.max_iters - step) / 60000:.1f} min", flush=True)
-                append_log(log_path, dict(step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()},
-                                          ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
+                append_log(log_path, new_log, dict(
+                    step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()},
+                    ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
+                new_log = False
             t0 = time.time()
         if stop and step == first_step:
             print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
@@ -380,11 +383,11 @@ def train(argv, signals):
         print(f"done: {ckpt_path} ({step} steps). Analyse it with: python analyze.py {args.out_dir}")
 
 
-def append_log(path, row):
-    """One row of log.csv, with its header if the file is new."""
+def append_log(path, new, row):
+    """One row of log.csv; a new log (or a missing one) starts with the header."""
     try:
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
+        new = new or not os.path.exists(path)
+        with open(path, "w" if new else "a", newline="") as f:
             w = csv.DictWriter(f, list(row))
             if new:
                 w.writeheader()
