@@ -83,6 +83,8 @@ def parse_args(argv=None):
              "was made with the same analysis flags is read back, not recomputed")
     add("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
     opts = parser.parse_args(argv)
+    if len(opts.runs) > 1 and plots.cannot_write(opts.out):
+        die(f"--out {opts.out}: cannot write there ({plots.cannot_write(opts.out)})")
     for name, value in (QUICK if opts.quick else DEFAULTS).items():
         if getattr(opts, name) is None:
             setattr(opts, name, value)
@@ -111,6 +113,8 @@ def load_run(run_dir, device):
         die(f"{run_dir}: not a directory; give a run folder of train.py, one holding ckpt.pt")
     if not os.path.isfile(path):
         die(f"{path}: no checkpoint here (train.py --out_dir {run_dir} writes one)")
+    if plots.cannot_write(run_dir):
+        die(f"{run_dir}: cannot write metrics.json there ({plots.cannot_write(run_dir)}); copy the run folder")
     try:  # weights_only: a checkpoint holds only tensors and plain values, and no code runs
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -76,7 +76,10 @@ def main(argv=None):
     env = GridWorld(sizes["size"], num_maps=sizes["num_maps"], device=device)
     model = Model(sizes["model"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=cuda)
-    batches = Batches(env, B, T, model.random_g0)
+    try:
+        batches = Batches(env, B, T, model.random_g0)
+    except (RuntimeError, MemoryError) as e:
+        die(f"--batch_size {B}: the walks do not fit in memory ({type(e).__name__})")
     W = min(model.cfg.context, T)
 
     def step(forward, obs, act, g0, last_only):
@@ -112,14 +115,14 @@ def main(argv=None):
         rows.append((name, sec, predictions, 2 * B * window))
         if args.compile == "on":
             torch.compiler.reset()
-    report(args, rows, walks, model.flops_per_step(B, T), peak_flops(device), model.cfg.context)
+    report(args, rows, walks, model.flops_per_step(B, T), peak_flops(device), model.cfg.context, batches.ahead)
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.profile:
         profile(args, lambda: step(model, *batches.next(), last_only=False), cuda, sync)
 
 
-def report(args, rows, walks, flops, peak, context):
+def report(args, rows, walks, flops, peak, context, ahead):
     """The table: rows of (layout, seconds a step, predictions, tokens); MFU where the peak is known."""
     one, prefix = rows[0][1], rows[1][1]
     print(f"benchmark: {args.preset} preset, {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
@@ -131,8 +134,8 @@ def report(args, rows, walks, flops, peak, context):
               f"{tokens / sec:12,.0f} tokens/s{mfu}")
     print(f"one pass / prefix by prefix: {(rows[0][2] / one) / (rows[1][2] / prefix):.1f}x the predictions per second")
     mfu = f", MFU {flops / (walks + one) / peak:.1%}" if peak else ""
-    print(f"walks: {walks * 1000:.2f} ms per batch (drawn 16 batches at a time); a training iteration (walks + one pass) "
-          f"{(walks + one) * 1000:.2f} ms{mfu}")
+    print(f"walks: {walks * 1000:.2f} ms per batch (drawn {ahead} batches at a time); "
+          f"a training iteration (walks + one pass) {(walks + one) * 1000:.2f} ms{mfu}")
 
 
 def profile(args, iteration, cuda, sync):

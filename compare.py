@@ -20,7 +20,8 @@ import numpy as np
 import plots
 from plots import act_label, plt, png
 
-# Settings that do not change what a run learned: left out when runs are grouped for comparison.
+# Settings that do not change what a run learned: left out when runs are grouped for comparison
+# ("bench" and "profile" were train.py flags once: older checkpoints still carry them).
 NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", "eval_interval",
                 "eval_walks", "preset", "bench", "profile"}
 # The metrics of summary.csv, and the columns of the tables on stdout.
@@ -218,11 +219,13 @@ def load(run_dir):
             m = json.load(f)
         args = m.pop("args")
         assert isinstance(args, dict)
+        missing = [k for k in ("chance", *SUMMARY, *RUN_COLUMNS) if k not in m]
+        assert not missing, f"it lacks {', '.join(missing[:3])}"
     except FileNotFoundError:
         die(f"{path}: no such file (python analyze.py {run_dir} writes it)")
     except (OSError, ValueError, KeyError, AttributeError, AssertionError) as e:
-        die(f"{path}: not a metrics.json of analyze.py ({type(e).__name__}); python analyze.py --redo {run_dir} "
-            "writes it anew")
+        why = f"{type(e).__name__}: {e}" if isinstance(e, AssertionError) else type(e).__name__
+        die(f"{path}: not a metrics.json of analyze.py ({why}); python analyze.py --redo {run_dir} writes it anew")
     return dict(dir=run_dir, args=args, metrics=m)
 
 
@@ -233,6 +236,8 @@ def main(argv=None):
     p.add_argument("--out", default=".", help="where runs.csv, summary.csv and the figures go (default: %(default)s)")
     p.add_argument("--no_figures", action="store_true", help="tables only")
     args = p.parse_args(argv)
+    if plots.cannot_write(args.out):
+        die(f"--out {args.out}: cannot write there ({plots.cannot_write(args.out)})")
     compare([load(d) for d in args.runs], args.out, not args.no_figures)
 
 

@@ -105,8 +105,8 @@ class Batches:
     """Training batches: (obs, act, g0) of `batch` walks of `steps` moves, drawn `ahead` batches at
     a time, in one pass of env.walk's time loop (on a GPU it costs as much for 64 walks as for
     4,096). g0 comes from draw_g0(n, generator=...) (Model.random_g0). With data-parallel processes
-    every process draws the same batches and keeps its slice `part`, so a run's numbers do not
-    depend on how many share it. state() and load_state() let a checkpoint resume the exact stream."""
+    every process draws the same batches and keeps its slice `part`, so a run sees the same walks
+    however many processes share it (without dropout, the same numbers too). state() and load_state() let a checkpoint resume the exact stream."""
 
     def __init__(self, env, batch, steps, draw_g0, ahead=16, part=slice(None)):
         self.env, self.batch, self.steps, self.draw_g0 = env, batch, steps, draw_g0

@@ -56,7 +56,8 @@ class PathIntegration(torch.autograd.Function):
         dW_a     = sum over the walks and steps that took action a of dh_{t+1} g_t^T
     A step is one matrix product against every action's matrix at once, a gather of each walk's
     action and two element-wise kernels; the weight gradient is one product per action, after the
-    loop. Autograd through Model.path_integrate_loop computes the same and launches many more."""
+    loop. Autograd through Model.path_integrate_loop computes the same (in float32: under bf16
+    autocast the loop runs in bf16) and launches many more."""
 
     @staticmethod
     def forward(ctx, act, g0, W):
@@ -251,7 +252,8 @@ class Model(nn.Module):
             return tokens * d * d + 2 * tokens * d * c.d_ff
 
         blocks = c.n_layer * (qkv + attention) + (c.n_layer - 1) * proj_and_ffn(2 * T) + proj_and_ffn(T)
-        g = T * c.n_actions * c.d_rnn ** 2 + (T + 1) * c.d_rnn * d // 2  # path integration, g_proj
+        # path integration as computed: every step multiplies by all n_actions matrices; and g_proj
+        g = T * c.n_actions * c.d_rnn ** 2 + (T + 1) * c.d_rnn * d // 2
         forward = 2 * (blocks + g + T * d * c.n_obs)  # + read-out
         return 3 * forward * batch
 

@@ -6,6 +6,7 @@ silencing. Every fig_* returns a PNG's bytes; write_all puts them (and any other
 import csv
 import io
 import os
+import tempfile
 import sys
 
 import matplotlib
@@ -21,6 +22,16 @@ def png(fig):
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def cannot_write(folder):
+    """Why files cannot be written in folder (made if missing), or None if they can."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return e.strerror
 
 
 def write_all(folder, files):

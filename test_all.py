@@ -806,6 +806,19 @@ def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
     assert sorted(os.listdir(tiny_runs / "a")) == before  # nor next to the good run named before it
 
 
+def test_unwritable_output_and_foreign_metrics_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "metrics.json").write_text('{"args": {}}')
+    cases = [(analyze.main, [str(tiny_runs / "a"), str(tiny_runs / "b"), "--out", "/dev/null/x"], "--out"),
+             (compare.main, [str(tiny_runs / "a"), "--out", "/dev/null/x"], "--out"),
+             (compare.main, [str(tmp_path / "odd")], "lacks chance")]
+    for entry, argv, needle in cases:
+        with pytest.raises(SystemExit) as e:
+            entry(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and needle in err[0], err
+
+
 def test_mean_se_over_seeds_and_pearson_r_on_known_values():
     runs = [{"metrics": {"rm_error": v}} for v in (1.0, 2.0, 3.0)]
     assert compare.mean_se(runs, "rm_error") == (2.0, pytest.approx(1 / math.sqrt(3)))  # sd 1 over sqrt 3

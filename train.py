@@ -97,7 +97,8 @@ def parse_args(argv):
         help="autocast precision; auto: bfloat16 on a GPU that has it, else float32")
     add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for cuda")
     add("--out_dir", default="out", help="where ckpt.pt and log.csv go (default: %(default)s)")
-    add("--resume", action="store_true", help="continue out_dir/ckpt.pt; flags given anew: " + ", ".join(RESUMABLE[:5]))
+    add("--resume", action="store_true", help="continue out_dir/ckpt.pt; --max_iters, --eval_interval, --device, "
+                                             "--dtype and --compile may be given anew")
     add("--overwrite", action="store_true", help="start afresh even if out_dir/ckpt.pt exists")
     given = {a[2:].split("=")[0] for a in argv if a.startswith("--")}
     return p.parse_args(argv), given
@@ -133,7 +134,7 @@ def settle(args, given):
     ckpt_path, ckpt = os.path.join(args.out_dir, "ckpt.pt"), None
     if args.resume:
         ckpt = load_checkpoint(ckpt_path)
-        fixed = sorted(given - set(RESUMABLE))
+        fixed = sorted(k for k in given - set(RESUMABLE) if getattr(args, k) != ckpt["args"].get(k))
         if fixed:
             die(f"--{fixed[0]} cannot change when resuming: {ckpt_path} keeps its own settings "
                 f"(--{fixed[0]} {ckpt['args'].get(fixed[0])}); start a new --out_dir to change it")
@@ -178,6 +179,8 @@ def load_checkpoint(path):
     if missing:
         die(f"--resume: {path} lacks {', '.join(sorted(missing))}: an older or trimmed checkpoint, which "
             "analyze.py can read but --resume cannot continue")
+    if not all(isinstance(ckpt[k], dict) for k in ("model", "args", "optimizer", "rng")):
+        die(f"--resume: {path} is not a checkpoint of train.py (its parts are not what train.py writes)")
     return ckpt
 
 
@@ -218,8 +221,8 @@ def evaluate(model, env, args, autocast):
             counts = counts + memory_counts(logits.float().argmax(-1) != obs[:, 1:], pos, model.cfg.context).sum(0)
         c = counts.tolist()
         pre = "novel_" if novel else ""
-        out[pre + "wm_error"] = c[0] / max(c[1], 1)
-        out[pre + "rm_error"] = c[2] / max(c[3], 1)
+        out[pre + "wm_error"] = c[0] / c[1] if c[1] else float("nan")  # nan: no such steps to judge
+        out[pre + "rm_error"] = c[2] / c[3] if c[3] else float("nan")
     model.train()
     return out
 
@@ -264,9 +267,13 @@ def train(argv, signals):
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
 
     # ---- model, optimizer and the stream of walks: fresh, or where the checkpoint left them
-    env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
     cfg = ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)})
-    model = Model(cfg).to(device)
+    try:
+        env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
+        model = Model(cfg).to(device)
+    except (RuntimeError, MemoryError) as e:  # sizes too large for this machine
+        die(f"the grid or model does not fit in memory (--size {args.size}, --num_maps {args.num_maps}, "
+            f"--n_obs {args.n_obs}, --d_model {args.d_model}, --d_ff {args.d_ff}): {type(e).__name__}")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
     part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
     batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=part)
@@ -284,7 +291,10 @@ def train(argv, signals):
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         if master:
             print(f"resuming {ckpt_path} at step {step} of {args.max_iters}"
-                  + ("" if same_kind else "; on another kind of device, the random streams start afresh"))
+                  + ("" if same_kind else "; on another kind of device, the random streams start afresh")
+                  + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
+    if rank:  # dropout: every process its own masks (rank 0 keeps the stream of a single process)
+        torch.manual_seed(args.seed + rank + step)
     flops_per_step = model.flops_per_step(args.batch_size, args.walk_len)
     peak = peak_flops(device) and peak_flops(device) * world  # of the global batch's GPUs; None on a CPU
     raw_model = model
@@ -296,7 +306,13 @@ def train(argv, signals):
     if ckpt is not None:
         scaler.load_state_dict(ckpt["scaler"])
 
+    fresh = ckpt is None  # a fresh run (--overwrite too): its first checkpoint retires the old run's log
+
     def checkpoint():
+        nonlocal fresh
+        if fresh and os.path.exists(log_path):
+            os.remove(log_path)
+        fresh = False
         save_checkpoint(ckpt_path, dict(
             model=raw_model.state_dict(), model_config=asdict(cfg), args=vars(args), step=step,
             optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
@@ -328,8 +344,8 @@ def train(argv, signals):
 
     # ---- the training loop
     first_step, stop = step, bool(signals)
-    new_log = ckpt is None  # a fresh run (--overwrite too) starts log.csv anew
-    t0 = t_start = time.time()
+    t_start = t0 = time.time()
+    t0_step = step  # the step at t0: ms/step counts only the steps timed since
     try:
         while step < args.max_iters and not stop:
             loss_sum += train_step(*batches.next())
@@ -351,7 +367,7 @@ def train(argv, signals):
                 print(f"train.py: the loss is {mean_loss} near step {step}; stopped, and {kept}. Try a lower --lr",
                       file=sys.stderr)
                 sys.exit(1)
-            ms = (time.time() - t0) * 1000 / n_loss
+            ms = (time.time() - t0) * 1000 / (step - t0_step)
             loss_sum.zero_()
             n_loss = 0
             if master:
@@ -361,11 +377,10 @@ def train(argv, signals):
                 print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
                       f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
                       f"{ms:.1f} ms/step{mfu} | ETA {ms * (args.max_iters - step) / 60000:.1f} min", flush=True)
-                append_log(log_path, new_log, dict(
+                append_log(log_path, dict(
                     step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()},
                     ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
-                new_log = False
-            t0 = time.time()
+            t0, t0_step = time.time(), step
         if stop and step == first_step:
             print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
             sys.exit(130)
@@ -383,11 +398,11 @@ def train(argv, signals):
         print(f"done: {ckpt_path} ({step} steps). Analyse it with: python analyze.py {args.out_dir}")
 
 
-def append_log(path, new, row):
-    """One row of log.csv; a new log (or a missing one) starts with the header."""
+def append_log(path, row):
+    """One row of log.csv, with its header if the file is new."""
     try:
-        new = new or not os.path.exists(path)
-        with open(path, "w" if new else "a", newline="") as f:
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as f:
             w = csv.DictWriter(f, list(row))
             if new:
                 w.writeheader()
