@@ -115,18 +115,18 @@ def main(argv=None):
         rows.append((name, sec, predictions, 2 * B * window))
         if args.compile == "on":
             torch.compiler.reset()
-    report(args, rows, walks, model.flops_per_step(B, T), peak_flops(device), model.cfg.context, batches.ahead)
+    report(args, rows, walks, model.flops_per_step(B, T), peak_flops(device), B, T, model.cfg.context, batches.ahead)
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.profile:
         profile(args, lambda: step(model, *batches.next(), last_only=False), cuda, sync)
 
 
-def report(args, rows, walks, flops, peak, context, ahead):
+def report(args, rows, walks, flops, peak, B, T, context, ahead):
     """The table: rows of (layout, seconds a step, predictions, tokens); MFU where the peak is known."""
     one, prefix = rows[0][1], rows[1][1]
     print(f"benchmark: {args.preset} preset, {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
-          f"batch {args.batch_size or SIZES[args.preset]['batch_size']}, walk_len {SIZES[args.preset]['walk_len']}, "
+          f"batch {B}, walk_len {T}, "
           f"context {context}; median of {args.steps} steps")
     for name, sec, predictions, tokens in rows:
         mfu = f" | MFU {flops / sec / peak:6.1%}" if peak and name == "one pass" else ""
