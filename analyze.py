@@ -31,7 +31,7 @@ DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, ra
                 shuffles=100, silence_walks=256, loop_walks=1024)
 QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
-METHOD = 5  # raise it when a change of method changes the numbers: older metrics.json are redone
+METHOD = 6  # raise it when a change of method changes the numbers: older metrics.json are redone
 SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 SILENCE_DRAWS = 5  # random sets of each size
 # Offsets from --seed of each part's own random stream.
@@ -237,8 +237,8 @@ def place_analysis(model, env, opts, gen, rng):
     """Per familiar map 0..rate_maps-1: long walks and every unit's place.score_map; steps before the
     context is full are left out, so every lag unit is defined. A unit's score is its score averaged
     over maps, tested against its shuffles averaged over maps (shuffle j of every map). Returns the
-    means over maps of score_map's si, null, silent, unstable and stability; map 0's rate maps
-    (rate), the number of maps and the steps per map."""
+    means over maps of score_map's si, null, silent, unstable, stability and obs_share; map 0's rate
+    maps (rate) and tokens (tokens), the number of maps and the steps per map."""
     C, kinds, per_map = model.cfg.context, unit_kinds(model.cfg)[0], []
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
@@ -246,10 +246,12 @@ def place_analysis(model, env, opts, gen, rng):
         units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1]
         nodes = pos[:, C:]  # (W, steps)
         per_map.append(place.score_map(units[:, C - 1:], nodes, env.n_nodes, kinds, opts.shuffles, rng,
-                                       opts.stability, least={"att": opts.att_spread / (C + 1)}))
-    keys = ("si", "null", "silent", "unstable", "stability")
+                                       opts.stability, least={"att": opts.att_spread / (C + 1)},
+                                       node_obs=env.maps[m].cpu().numpy()))
+    keys = ("si", "null", "silent", "unstable", "stability", "obs_share")
     out = {key: np.mean([scores[key] for scores in per_map], 0) for key in keys}
-    return dict(out, rate=per_map[0]["rate"], maps=len(per_map), steps=nodes.numel())
+    return dict(out, rate=per_map[0]["rate"], tokens=env.maps[0].cpu().numpy(), maps=len(per_map),
+                steps=nodes.numel())
 
 
 def silence(model, masks):
@@ -373,8 +375,13 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         for name in ("silent", "unstable"):
             m[f"{kind}_{name}_fraction"] = scores[name][sel].mean()
         m[f"{kind}_stability_mean"] = scores["stability"][sel].mean()
+        m[f"{kind}_place_obs_share"] = scores["obs_share"][sel & is_place].mean() if is_place[sel].any() else None
         for layer in range(cfg.n_layer if kind != "g" else 0):
             m[f"{kind}_place_cell_fraction_layer{layer}"] = is_place[sel & (layers == layer)].mean()
+            here = sel & (layers == layer) & is_place
+            m[f"{kind}_place_obs_share_layer{layer}"] = scores["obs_share"][here].mean() if here.any() else None
+    tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
+    m["obs_share_chance"] = (np.mean(tokens) - 1) / (env.n_nodes - 1)  # a map's expected eta^2 if unrelated
     for novel in (False, True):
         m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
     m["loop_walks"] = opts.loop_walks
@@ -409,6 +416,10 @@ def summary(m, n_layer):
           f"FFN {m['ffn_place_cell_fraction']:.1%} ({layers}), attention {m['att_place_cell_fraction']:.1%}, "
           f"g {m['g_place_cell_fraction']:.1%}; mean score: FFN {m['ffn_si_mean']:.3f}, "
           f"attention {m['att_si_mean']:.3f} bits")
+    layers = ", ".join(f"layer {i} {num(f'ffn_place_obs_share_layer{i}')}" for i in range(n_layer))
+    print(f"  share of the place cells' rate maps that the node's token explains (eta^2, chance "
+          f"{m['obs_share_chance']:.3f}): FFN {num('ffn_place_obs_share')} ({layers}), "
+          f"attention {num('att_place_obs_share')}, g {num('g_place_obs_share')}")
     for kind, name in (("ffn", "FFN"), ("att", "attention"), ("g", "g")):
         print(f"  {name}: silent {m[kind + '_silent_fraction']:.1%}, unstable {m[kind + '_unstable_fraction']:.1%} "
               f"of units x maps (scored 0); mean split-half r {m[kind + '_stability_mean']:.2f}")

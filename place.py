@@ -71,6 +71,25 @@ def split_half_stability(activity, pos, n_nodes):
     return np.divide((even * odd).sum(1), norm, out=np.zeros(len(norm)), where=norm > 0)
 
 
+def observation_share(rate, occupancy, node_obs):
+    """How much of each rate map is the observation at the node: the share of its variance over the
+    visited nodes (weighted by occupancy) that the node's observation explains, eta^2 of a one-way
+    analysis of variance. rate (..., n_nodes), occupancy (n_nodes,), node_obs (n_nodes,) the token
+    each node shows -> (...,) in [0, 1]; 0 for a flat map. 1: the unit fires alike wherever the same
+    token lies, an observation cell with a field at each of them; a single field at one node scores
+    about (1/n_c - 1/n) / (1 - 1/n) for n nodes of which n_c show its token."""
+    vis = np.asarray(occupancy) > 0
+    p = np.asarray(occupancy, dtype=float)[vis] / np.sum(occupancy)
+    lam, obs = np.asarray(rate, dtype=float)[..., vis], np.asarray(node_obs)[vis]
+    total = (p * (lam - (lam * p).sum(-1, keepdims=True)) ** 2).sum(-1)
+    fitted = np.zeros_like(lam)  # each node's value replaced by the mean over the nodes of its token
+    for token in np.unique(obs):
+        at = obs == token
+        fitted[..., at] = (lam[..., at] * p[at]).sum(-1, keepdims=True) / p[at].sum()
+    between = (p * (fitted - (lam * p).sum(-1, keepdims=True)) ** 2).sum(-1)
+    return np.divide(between, total, out=np.zeros_like(total), where=total > 1e-12 * np.abs(lam).max(-1) ** 2)
+
+
 def silent_units(spread, kinds, frac=0.01, least=None):
     """True for the units whose rate map in a map barely varies: a spread (max - min over nodes)
     below frac of the median spread of their kind, or below least[kind] where a kind's scale has an
@@ -83,10 +102,11 @@ def silent_units(spread, kinds, frac=0.01, least=None):
     return silent
 
 
-def score_map(activity, pos, n_nodes, kinds, shuffles, rng, stability=0.5, least=None):
+def score_map(activity, pos, n_nodes, kinds, shuffles, rng, stability=0.5, least=None, node_obs=None):
     """Place scores of units in one map, from W >= 2 walks: activity (W, T, U), pos (W, T) ->
     dict of si (U,) and null (shuffles, U) from shuffle_test, silent and unstable (U,) bools, the
-    split-half r (U,) and the rate maps (U, n_nodes). A place cell's activity depends reliably on
+    split-half r (U,), the rate maps (U, n_nodes) and, given the map's node_obs (n_nodes,), each
+    rate map's observation_share (U,). A place cell's activity depends reliably on
     where the walker is, at a scale that matters: a unit scores its SI only if it is not silent
     (silent_units with least) and its field repeats (r >= stability), else 0, in its shuffles too."""
     activity, pos = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(pos)
@@ -95,5 +115,6 @@ def score_map(activity, pos, n_nodes, kinds, shuffles, rng, stability=0.5, least
     silent = silent_units(np.ptp(rate[:, occ > 0], axis=1), kinds, least=least)
     r = split_half_stability(activity, pos, n_nodes)
     scored = ~silent & (r >= stability)
-    return dict(si=np.where(scored, si, 0.0), null=np.where(scored, null, 0.0), silent=silent,
-                unstable=~silent & ~scored, stability=r, rate=rate)
+    out = dict(si=np.where(scored, si, 0.0), null=np.where(scored, null, 0.0), silent=silent,
+               unstable=~silent & ~scored, stability=r, rate=rate)
+    return out if node_obs is None else dict(out, obs_share=observation_share(rate, occ, node_obs))

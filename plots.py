@@ -81,25 +81,34 @@ def fig_training(log_path, chance, title):
 
 
 def fig_rate_maps(scores, place, kinds, names, size, top=6):
-    """The most place-like units of each kind (by score), rate maps in familiar map 0. scores: the
-    dict of analyze.place_analysis."""
-    rate, si, stability = scores["rate"], scores["si"], scores["stability"]
+    """The most place-like units of each kind (by score), rate maps in familiar map 0, beside map 0's
+    tokens. scores: the dict of analyze.place_analysis."""
+    rate, si, stability, share = scores["rate"], scores["si"], scores["stability"], scores["obs_share"]
     rows = [("ffn", "FFN neurons"), ("att", "attention softmax neurons"), ("g", "position vector g")]
-    fig, axes = plt.subplots(len(rows), top, figsize=(1.9 * top, 2.6 * len(rows)), squeeze=False,
+    fig, axes = plt.subplots(len(rows), top + 1, figsize=(1.9 * (top + 1), 2.6 * len(rows)), squeeze=False,
                              layout="constrained")
+    tokens = scores["tokens"].reshape(size, size)
+    axes[0, 0].imshow(tokens, origin="upper", cmap="tab10", vmin=-0.5, vmax=9.5)
+    for (i, j), token in np.ndenumerate(tokens):
+        axes[0, 0].text(j, i, token, ha="center", va="center", fontsize=max(4, 60 // size), color="w")
+    axes[0, 0].set_title("map 0: the token\nat each node", fontsize=8)
     for ax_row, (kind, title) in zip(axes, rows):
+        ax_row[0].set_xticks([]), ax_row[0].set_yticks([])
+        ax_row[0].set_ylabel(title, fontsize=9)
+        if ax_row[0] is not axes[0, 0]:
+            ax_row[0].set_frame_on(False)
         idx = np.flatnonzero(kinds == kind)
-        for ax, u in zip(ax_row, idx[np.argsort(-si[idx])[:top]]):
+        for ax, u in zip(ax_row[1:], idx[np.argsort(-si[idx])[:top]]):
             ax.imshow(rate[u].reshape(size, size), origin="upper", cmap="viridis")  # row 0 (north) on top
             star = " *" if place[u] else ""
-            ax.set_title(f"{names[u]}{star}\nscore {si[u]:.2f}, r {stability[u]:.2f}\n"
+            ax.set_title(f"{names[u]}{star}\nscore {si[u]:.2f}, r {stability[u]:.2f}, token {share[u]:.2f}\n"
                          f"{rate[u].min():.2g} to {rate[u].max():.2g}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
-        ax_row[0].set_ylabel(title, fontsize=9)
     fig.suptitle("most place-like units: mean activity per node in familiar map 0, north up, west left; colour "
                  "from each map's\nmin (dark) to max (yellow), range under the title; score: SI in bits where the "
-                 "field is stable and the unit\nnot silent, else 0, mean over maps; r: split-half stability, mean "
-                 "over maps; * = place cell", fontsize=10)
+                 "field is stable and the unit\nnot silent, else 0; r: split-half stability; token: the share of "
+                 "the map's variance that the node's token\nexplains (eta^2); all three means over maps; "
+                 "* = place cell", fontsize=10)
     return png(fig)
 
 

@@ -613,6 +613,23 @@ def test_spatial_information_of_known_maps():
     assert place.spatial_information(one_node - 5, occ) == pytest.approx(math.log2(16))
 
 
+def test_observation_share_of_known_maps():
+    tokens = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 3])  # 10 nodes, token 0 at nodes 0, 3 and 6
+    occ = np.full(10, 5)
+    per_token = np.array([0.2, -1.0, 3.0, 0.5])[tokens]  # any function of the token alone
+    assert place.observation_share(np.stack([per_token, 7 * per_token - 2]), occ, tokens) == pytest.approx([1, 1])
+    one_node = np.eye(10)[3]  # a single field, at a node whose token 3 of the 10 nodes show
+    assert place.observation_share(one_node, occ, tokens) == pytest.approx((1 / 3 - 1 / 10) / (1 - 1 / 10))
+    assert place.observation_share(np.full(10, 4.2), occ, tokens) == 0  # flat: nothing to explain
+    occ[9] = 0  # an unvisited node is left out: token 3 is gone and the map is again a function of token
+    assert place.observation_share(per_token + 9 * np.eye(10)[9], occ, tokens) == pytest.approx(1)
+    # unrelated to the tokens: the mean over random maps is (k - 1) / (n - 1) for k tokens on n nodes
+    rng = np.random.default_rng(0)
+    tokens = rng.permutation(np.arange(49) % 10)
+    shares = place.observation_share(rng.standard_normal((4000, 49)), np.ones(49), tokens)
+    assert shares.mean() == pytest.approx(9 / 48, abs=0.01)
+
+
 def test_gaussian_bumps_are_place_cells_and_noise_is_not():
     env = GridWorld(size=7, num_maps=1, seed=0)
     _, _, pos, _ = env.walk(2, 3000, generator=torch.Generator().manual_seed(0))
