@@ -32,6 +32,7 @@ DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, ra
 QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
 METHOD = 6  # raise it when a change of method changes the numbers: older metrics.json are redone
+TOKEN_CELL = 0.5  # a place cell is a token cell where the node's token explains this share of its rate map
 SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 SILENCE_DRAWS = 5  # random sets of each size
 # Offsets from --seed of each part's own random stream.
@@ -261,19 +262,29 @@ def silence(model, masks):
             for b, m in zip(model.blocks, masks)]
 
 
-def silencing_test(model, env, walk_len, ffn_si, opts):
+def random_like(chosen, d_ff, n_layer, rng):
+    """Random FFN neurons (indices into all layers pooled, layer l holding l*d_ff .. (l+1)*d_ff - 1),
+    as many in each layer as `chosen` has there."""
+    counts = np.bincount(chosen // d_ff, minlength=n_layer)
+    return np.concatenate([layer * d_ff + rng.choice(d_ff, c, replace=False) for layer, c in enumerate(counts)])
+
+
+def silencing_test(model, env, walk_len, ffn_si, ffn_share, opts):
     """WM and RM error on familiar maps with the k most place-like FFN neurons (by score, all layers
-    pooled) silenced, and k random ones (SILENCE_DRAWS draws), for k = SILENCE_FRACTIONS of all FFN
-    neurons, all on the same walks and g0 (paired). Keys: silence_none_wm_error, silence_25pct_k (the
-    number silenced), silence_25pct_place_rm_error, silence_25pct_random_rm_error and its _sd, ..."""
-    n_ffn = model.cfg.n_layer * model.cfg.d_ff
+    pooled) silenced, and k random ones from the same layers in the same numbers (SILENCE_DRAWS
+    draws: the place-like neurons sit mostly in one layer, and silencing a layer's neurons is not
+    silencing another's), for k = SILENCE_FRACTIONS of all FFN neurons, all on the same walks and g0
+    (paired). ffn_share: each neuron's observation_share. Keys: silence_none_wm_error, silence_25pct_k
+    (the number silenced), silence_25pct_place_obs_share (their mean), silence_25pct_place_rm_error,
+    silence_25pct_random_rm_error and its _sd, ..."""
+    d_ff, n_layer = model.cfg.d_ff, model.cfg.n_layer
     rng = np.random.default_rng(opts.seed + SEEDS["silence_draws"])
 
     def errors(silenced):
-        mask = torch.ones(n_ffn, device=env.device)
+        mask = torch.ones(n_layer * d_ff, device=env.device)
         mask[torch.as_tensor(silenced, dtype=torch.long)] = 0
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["silencing"])  # the same walks each time
-        hooks = silence(model, mask.view(model.cfg.n_layer, -1))
+        hooks = silence(model, mask.view(n_layer, -1))
         try:
             r = error_rates(model_predictor(model, gen), env, model.cfg.context, walk_len, gen, max_se=0,
                             max_walks=opts.silence_walks)
@@ -284,10 +295,11 @@ def silencing_test(model, env, walk_len, ffn_si, opts):
 
     out = dict(zip(("silence_none_wm_error", "silence_none_rm_error"), errors([])))
     for fraction in SILENCE_FRACTIONS:
-        k, tag = max(1, round(fraction * n_ffn)), f"silence_{round(fraction * 100)}pct"
-        most_place_like = errors(np.argsort(-ffn_si)[:k])
-        random = np.array([errors(rng.choice(n_ffn, k, replace=False)) for _ in range(SILENCE_DRAWS)])
-        out[f"{tag}_k"] = k
+        k, tag = max(1, round(fraction * n_layer * d_ff)), f"silence_{round(fraction * 100)}pct"
+        chosen = np.argsort(-ffn_si)[:k]
+        most_place_like = errors(chosen)
+        random = np.array([errors(random_like(chosen, d_ff, n_layer, rng)) for _ in range(SILENCE_DRAWS)])
+        out[f"{tag}_k"], out[f"{tag}_place_obs_share"] = k, ffn_share[chosen].mean()
         for j, mem in enumerate(("wm", "rm")):
             out[f"{tag}_place_{mem}_error"] = most_place_like[j]
             out[f"{tag}_random_{mem}_error"] = random[:, j].mean()
@@ -368,6 +380,7 @@ def analyze_run(run_dir, model, env, ckpt, opts):
     scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]))
     kinds, layers, names = unit_kinds(cfg)
     is_place = place.place_cells(scores["si"], scores["null"], opts.si_floor)
+    is_token = scores["obs_share"] >= TOKEN_CELL  # a place cell whose map is mostly the node's token
     m.update(rate_maps=scores["maps"], rate_steps_per_map=scores["steps"], shuffles=opts.shuffles)
     for kind in ("ffn", "att", "g"):
         sel = kinds == kind
@@ -376,16 +389,19 @@ def analyze_run(run_dir, model, env, ckpt, opts):
             m[f"{kind}_{name}_fraction"] = scores[name][sel].mean()
         m[f"{kind}_stability_mean"] = scores["stability"][sel].mean()
         m[f"{kind}_place_obs_share"] = scores["obs_share"][sel & is_place].mean() if is_place[sel].any() else None
+        m[f"{kind}_token_cell_fraction"] = (is_place & is_token)[sel].mean()
         for layer in range(cfg.n_layer if kind != "g" else 0):
             m[f"{kind}_place_cell_fraction_layer{layer}"] = is_place[sel & (layers == layer)].mean()
             here = sel & (layers == layer) & is_place
             m[f"{kind}_place_obs_share_layer{layer}"] = scores["obs_share"][here].mean() if here.any() else None
+            m[f"{kind}_token_cell_fraction_layer{layer}"] = (is_token & here).sum() / (sel & (layers == layer)).sum()
     tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
     m["obs_share_chance"] = (np.mean(tokens) - 1) / (env.n_nodes - 1)  # a map's expected eta^2 if unrelated
     for novel in (False, True):
         m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
     m["loop_walks"] = opts.loop_walks
-    m.update(silencing_test(model, env, walk_len, scores["si"][kinds == "ffn"], opts))
+    ffn = kinds == "ffn"
+    m.update(silencing_test(model, env, walk_len, scores["si"][ffn], scores["obs_share"][ffn], opts))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
     files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
@@ -417,9 +433,12 @@ def summary(m, n_layer):
           f"g {m['g_place_cell_fraction']:.1%}; mean score: FFN {m['ffn_si_mean']:.3f}, "
           f"attention {m['att_si_mean']:.3f} bits")
     layers = ", ".join(f"layer {i} {num(f'ffn_place_obs_share_layer{i}')}" for i in range(n_layer))
-    print(f"  share of the place cells' rate maps that the node's token explains (eta^2, chance "
+    print(f"  share of a place cell's rate map that the node's token explains (eta^2, mean; chance "
           f"{m['obs_share_chance']:.3f}): FFN {num('ffn_place_obs_share')} ({layers}), "
           f"attention {num('att_place_obs_share')}, g {num('g_place_obs_share')}")
+    layers = ", ".join(f"layer {i} {m[f'ffn_token_cell_fraction_layer{i}']:.1%}" for i in range(n_layer))
+    print(f"  token cells, place cells with eta^2 >= {TOKEN_CELL}: FFN {m['ffn_token_cell_fraction']:.1%} ({layers}), "
+          f"attention {m['att_token_cell_fraction']:.1%}, g {m['g_token_cell_fraction']:.1%} of the units")
     for kind, name in (("ffn", "FFN"), ("att", "attention"), ("g", "g")):
         print(f"  {name}: silent {m[kind + '_silent_fraction']:.1%}, unstable {m[kind + '_unstable_fraction']:.1%} "
               f"of units x maps (scored 0); mean split-half r {m[kind + '_stability_mean']:.2f}")
@@ -427,8 +446,8 @@ def summary(m, n_layer):
           f"novel {num('novel_loop_closure_accuracy')}")
     for fraction in SILENCE_FRACTIONS:
         tag = f"silence_{round(fraction * 100)}pct"
-        print(f"  {tag} ({m[tag + '_k']} FFN): most place-like WM {num(tag + '_place_wm_error')} "
-              f"RM {num(tag + '_place_rm_error')} | random WM {num(tag + '_random_wm_error')} "
+        print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {m[tag + '_place_obs_share']:.2f}): most place-like WM {num(tag + '_place_wm_error')} "
+              f"RM {num(tag + '_place_rm_error')} | random from their layers WM {num(tag + '_random_wm_error')} "
               f"RM {num(tag + '_random_rm_error')}")
 
 

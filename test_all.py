@@ -738,6 +738,15 @@ def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
     assert torch.all(lag_sum < 1) and torch.all(lag_sum > 0)  # the query's own token takes the rest
 
 
+def test_random_silencing_draws_as_many_from_each_layer():
+    rng = np.random.default_rng(0)
+    chosen = np.array([5, 700, 701, 1023, 1030, 1535])  # d_ff 512, 3 layers: one in layer 0, three in 1, two in 2
+    draws = [analyze.random_like(chosen, 512, 3, rng) for _ in range(200)]
+    for d in draws:
+        assert np.bincount(d // 512, minlength=3).tolist() == [1, 3, 2] and len(set(d)) == 6
+    assert len(np.unique(np.concatenate(draws))) > 500  # random within the layers, not the chosen ones
+
+
 def test_silencing_hook_zeroes_exactly_the_named_units():
     model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
     obs, act, _, _ = env.walk(2, 12, generator=torch.Generator().manual_seed(1))
