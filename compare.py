@@ -26,11 +26,11 @@ NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", 
                 "eval_walks", "preset", "bench", "profile"}
 # The metrics of summary.csv, and the columns of the tables on stdout.
 SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction",
-           "att_place_cell_fraction", "ffn_si_mean", "att_si_mean")
+           "ffn_token_cell_fraction", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean")
 RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
                "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
                "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
-               "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
+               "ffn_token_cell_fraction": "ffn_tc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
 
 
 def die(msg):
@@ -100,11 +100,11 @@ def print_tables(runs, summary_rows, chance):
     width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
     print(f"\nmean ± standard error over seeds (chance {chance:.3f}):")
-    heads = ("WM", "RM", "novel WM", "novel RM", "FFN place cells", "att place cells")
+    heads = ("WM", "RM", "novel WM", "novel RM", "FFN place cells", "FFN token cells", "att place cells")
     print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{h:>15}" for h in heads))
     for r in summary_rows:
         alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"
-        cells = [f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}" for k in SUMMARY[:6]]
+        cells = [f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}" for k in SUMMARY[:7]]
         print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(cells))
 
 

@@ -137,10 +137,10 @@ def fig_silencing(m, fractions, draws, n_ffn, chance):
                 label="most place-like (by score)")
         ax.errorbar(pct, [m[f"silence_{p}pct_random_{mem}_error"] for p in pct],
                     [m[f"silence_{p}pct_random_{mem}_error_sd"] for p in pct], fmt="C7s--", capsize=3,
-                    label=f"random, as many from each layer (mean ± sd, {draws} draws)")
+                    label=f"random, same layers\n(mean ± sd, {draws} draws)")
         ax.axhline(m[f"silence_none_{mem}_error"], color="k", lw=0.8, label="none silenced")
         ax.set(xscale="log", xlabel=f"% of the {n_ffn} FFN neurons silenced",
                ylabel="error rate (familiar maps)", title=f"{mem.upper()} error (chance {chance:.2f})")
         ax.set_xticks(pct, [str(p) for p in pct])
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper left")  # errors rise to the right
     return png(fig)
