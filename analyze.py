@@ -380,7 +380,7 @@ def analyze_run(run_dir, model, env, ckpt, opts):
     scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]))
     kinds, layers, names = unit_kinds(cfg)
     is_place = place.place_cells(scores["si"], scores["null"], opts.si_floor)
-    is_token = scores["obs_share"] >= TOKEN_CELL  # a place cell whose map is mostly the node's token
+    is_token = is_place & (scores["obs_share"] >= TOKEN_CELL)  # a place cell whose map is mostly the token
     m.update(rate_maps=scores["maps"], rate_steps_per_map=scores["steps"], shuffles=opts.shuffles)
     for kind in ("ffn", "att", "g"):
         sel = kinds == kind
@@ -389,12 +389,13 @@ def analyze_run(run_dir, model, env, ckpt, opts):
             m[f"{kind}_{name}_fraction"] = scores[name][sel].mean()
         m[f"{kind}_stability_mean"] = scores["stability"][sel].mean()
         m[f"{kind}_place_obs_share"] = scores["obs_share"][sel & is_place].mean() if is_place[sel].any() else None
-        m[f"{kind}_token_cell_fraction"] = (is_place & is_token)[sel].mean()
+        m[f"{kind}_token_cell_fraction"] = is_token[sel].mean()
         for layer in range(cfg.n_layer if kind != "g" else 0):
-            m[f"{kind}_place_cell_fraction_layer{layer}"] = is_place[sel & (layers == layer)].mean()
-            here = sel & (layers == layer) & is_place
-            m[f"{kind}_place_obs_share_layer{layer}"] = scores["obs_share"][here].mean() if here.any() else None
-            m[f"{kind}_token_cell_fraction_layer{layer}"] = (is_token & here).sum() / (sel & (layers == layer)).sum()
+            here = sel & (layers == layer)
+            m[f"{kind}_place_cell_fraction_layer{layer}"] = is_place[here].mean()
+            m[f"{kind}_token_cell_fraction_layer{layer}"] = is_token[here].mean()
+            m[f"{kind}_place_obs_share_layer{layer}"] = (scores["obs_share"][here & is_place].mean()
+                                                         if is_place[here].any() else None)
     tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
     m["obs_share_chance"] = (np.mean(tokens) - 1) / (env.n_nodes - 1)  # a map's expected eta^2 if unrelated
     for novel in (False, True):
