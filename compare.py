@@ -119,8 +119,9 @@ def compare(runs, out, figures=True):
     for label, rs in gs:
         rm = [r["metrics"]["rm_error"] for r in rs]
         r_ffn, r_att = (pearson([r["metrics"][f"{p}_si_mean"] for r in rs], rm) for p in ("ffn", "att"))
-        print(f"Pearson r of mean SI with RM error over {len(rs)} runs ({label}): FFN {r_ffn}, "
-              f"attention {r_att}")
+        r_beyond = pearson([beyond_token(r["metrics"]) for r in rs], rm)
+        print(f"Pearson r with RM error over {len(rs)} runs ({label}): mean SI of FFN {r_ffn}, of attention "
+              f"{r_att}; fraction of FFN place cells that are not token cells {r_beyond}")
     if figures:
         nmda = [r for r in runs if r["args"]["act"] == "nmda"]
         files["errors_vs_alpha.png"] = fig_errors_vs_alpha(groups(nmda, ("alpha",)), chance)
@@ -184,6 +185,11 @@ def fig_errors_by_activation(gs, chance):
     return png(fig)
 
 
+def beyond_token(m):
+    """The fraction of a run's FFN neurons that are place cells but not token cells."""
+    return m["ffn_place_cell_fraction"] - m["ffn_token_cell_fraction"]
+
+
 def fig_place_score_vs_rm(gs):
     """Place-likeness of FFN and attention neurons against RM error, one row per group of otherwise
     equal runs: Pearson r only among comparable runs."""
@@ -195,6 +201,10 @@ def fig_place_score_vs_rm(gs):
             for pop, colour, name in (("ffn", "C3", "FFN neurons"), ("att", "C0", "attention softmax neurons")):
                 x = [r["metrics"][f"{pop}_{stat}"] for r in rs]
                 ax.scatter(x, rm, color=colour, zorder=3, label=f"{name}: Pearson r = {pearson(x, rm)}")
+            if stat == "place_cell_fraction":
+                x = [beyond_token(r["metrics"]) for r in rs]
+                ax.scatter(x, rm, color="C1", marker="^", zorder=3,
+                           label=f"FFN neurons, token cells left out: Pearson r = {pearson(x, rm)}")
             for r, y in zip(rs, rm):  # a faint line joins the two populations of one run
                 xs = [r["metrics"][f"{pop}_{stat}"] for pop in ("att", "ffn")]
                 ax.plot(xs, [y, y], color="0.85", lw=0.8, zorder=1)
