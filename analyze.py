@@ -263,19 +263,20 @@ def silence(model, masks):
 
 
 def random_like(chosen, d_ff, n_layer, rng):
-    """Random FFN neurons (indices into all layers pooled, layer l holding l*d_ff .. (l+1)*d_ff - 1),
-    as many in each layer as `chosen` has there."""
+    """Random FFN neurons other than `chosen`, as many in each layer as `chosen` has there (indices
+    into all layers pooled: layer l holds l*d_ff .. (l+1)*d_ff - 1)."""
     counts = np.bincount(chosen // d_ff, minlength=n_layer)
-    return np.concatenate([layer * d_ff + rng.choice(d_ff, c, replace=False) for layer, c in enumerate(counts)])
+    others = np.setdiff1d(np.arange(n_layer * d_ff), chosen)
+    return np.concatenate([rng.choice(others[others // d_ff == layer], c, replace=False)
+                           for layer, c in enumerate(counts)])
 
 
 def silencing_test(model, env, walk_len, ffn_si, ffn_share, opts):
     """WM and RM error on familiar maps with the k most place-like FFN neurons (by score, all layers
-    pooled) silenced, and k random ones from the same layers in the same numbers (SILENCE_DRAWS
-    draws: the place-like neurons sit mostly in one layer, and silencing a layer's neurons is not
-    silencing another's), for k = SILENCE_FRACTIONS of all FFN neurons, all on the same walks and g0
-    (paired). ffn_share: each neuron's observation_share. Keys: silence_none_wm_error, silence_25pct_k
-    (the number silenced), silence_25pct_place_obs_share (their mean), silence_25pct_place_rm_error,
+    pooled) silenced, and k others, random, from the same layers in the same numbers (SILENCE_DRAWS
+    draws), for k = SILENCE_FRACTIONS of all FFN neurons, all on the same walks and g0 (paired).
+    ffn_share: each neuron's observation_share. Keys: silence_none_wm_error, silence_25pct_k (the
+    number silenced), silence_25pct_place_obs_share (their mean), silence_25pct_place_rm_error,
     silence_25pct_random_rm_error and its _sd, ..."""
     d_ff, n_layer = model.cfg.d_ff, model.cfg.n_layer
     rng = np.random.default_rng(opts.seed + SEEDS["silence_draws"])
@@ -298,6 +299,8 @@ def silencing_test(model, env, walk_len, ffn_si, ffn_share, opts):
         k, tag = max(1, round(fraction * n_layer * d_ff)), f"silence_{round(fraction * 100)}pct"
         chosen = np.argsort(-ffn_si)[:k]
         most_place_like = errors(chosen)
+        # the place-like neurons sit mostly in one layer, and a layer's neurons matter more or less
+        # than another's whatever their score: the random ones come from the same layers
         random = np.array([errors(random_like(chosen, d_ff, n_layer, rng)) for _ in range(SILENCE_DRAWS)])
         out[f"{tag}_k"], out[f"{tag}_place_obs_share"] = k, ffn_share[chosen].mean()
         for j, mem in enumerate(("wm", "rm")):
@@ -396,8 +399,8 @@ def analyze_run(run_dir, model, env, ckpt, opts):
             m[f"{kind}_token_cell_fraction_layer{layer}"] = is_token[here].mean()
             m[f"{kind}_place_obs_share_layer{layer}"] = (scores["obs_share"][here & is_place].mean()
                                                          if is_place[here].any() else None)
-    tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
-    m["obs_share_chance"] = (np.mean(tokens) - 1) / (env.n_nodes - 1)  # a map's expected eta^2 if unrelated
+    n_tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
+    m["obs_share_chance"] = (np.mean(n_tokens) - 1) / (env.n_nodes - 1)  # ~ eta^2 of a map unrelated to them
     for novel in (False, True):
         m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
     m["loop_walks"] = opts.loop_walks
@@ -447,9 +450,9 @@ def summary(m, n_layer):
           f"novel {num('novel_loop_closure_accuracy')}")
     for fraction in SILENCE_FRACTIONS:
         tag = f"silence_{round(fraction * 100)}pct"
-        print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {m[tag + '_place_obs_share']:.2f}): most place-like WM {num(tag + '_place_wm_error')} "
-              f"RM {num(tag + '_place_rm_error')} | random from their layers WM {num(tag + '_random_wm_error')} "
-              f"RM {num(tag + '_random_rm_error')}")
+        print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {m[tag + '_place_obs_share']:.2f}): most place-like "
+              f"WM {num(tag + '_place_wm_error')} RM {num(tag + '_place_rm_error')} | others of their layers "
+              f"WM {num(tag + '_random_wm_error')} RM {num(tag + '_random_rm_error')}")
 
 
 @torch.no_grad()

@@ -229,7 +229,7 @@ def load(run_dir):
             m = json.load(f)
         args = m.pop("args")
         assert isinstance(args, dict)
-        missing = [k for k in ("chance", *SUMMARY, *RUN_COLUMNS) if k not in m]
+        missing = [k for k in dict.fromkeys(("chance", *SUMMARY, *RUN_COLUMNS)) if k not in m]
         assert not missing, f"it lacks {', '.join(missing[:3])}"
     except FileNotFoundError:
         die(f"{path}: no such file (python analyze.py {run_dir} writes it)")

@@ -88,7 +88,7 @@ def fig_rate_maps(scores, place, kinds, names, size, top=6):
     fig, axes = plt.subplots(len(rows), top + 1, figsize=(1.9 * (top + 1), 2.6 * len(rows)), squeeze=False,
                              layout="constrained")
     tokens = scores["tokens"].reshape(size, size)
-    axes[0, 0].imshow(tokens, origin="upper", cmap="tab10", vmin=-0.5, vmax=9.5)
+    axes[0, 0].imshow(tokens, origin="upper", cmap="tab10" if tokens.max() < 10 else "tab20")
     for (i, j), token in np.ndenumerate(tokens):
         axes[0, 0].text(j, i, token, ha="center", va="center", fontsize=max(4, 60 // size), color="w")
     axes[0, 0].set_title("map 0: the token\nat each node", fontsize=8)
@@ -101,13 +101,13 @@ def fig_rate_maps(scores, place, kinds, names, size, top=6):
         for ax, u in zip(ax_row[1:], idx[np.argsort(-si[idx])[:top]]):
             ax.imshow(rate[u].reshape(size, size), origin="upper", cmap="viridis")  # row 0 (north) on top
             star = " *" if place[u] else ""
-            ax.set_title(f"{names[u]}{star}\nscore {si[u]:.2f}, r {stability[u]:.2f}, token {share[u]:.2f}\n"
+            ax.set_title(f"{names[u]}{star}\nscore {si[u]:.2f}, r {stability[u]:.2f}, η² {share[u]:.2f}\n"
                          f"{rate[u].min():.2g} to {rate[u].max():.2g}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("most place-like units: mean activity per node in familiar map 0, north up, west left; colour "
                  "from each map's\nmin (dark) to max (yellow), range under the title; score: SI in bits where the "
-                 "field is stable and the unit\nnot silent, else 0; r: split-half stability; token: the share of "
-                 "the map's variance that the node's token\nexplains (eta^2); all three means over maps; "
+                 "field is stable and the unit\nnot silent, else 0; r: split-half stability; η²: the share of "
+                 "the map's variance that the node's token\nexplains; all three means over maps; "
                  "* = place cell", fontsize=10)
     return png(fig)
 
@@ -137,7 +137,7 @@ def fig_silencing(m, fractions, draws, n_ffn, chance):
                 label="most place-like (by score)")
         ax.errorbar(pct, [m[f"silence_{p}pct_random_{mem}_error"] for p in pct],
                     [m[f"silence_{p}pct_random_{mem}_error_sd"] for p in pct], fmt="C7s--", capsize=3,
-                    label=f"random, same layers\n(mean ± sd, {draws} draws)")
+                    label=f"others of the same layers,\nrandom (mean ± sd, {draws} draws)")
         ax.axhline(m[f"silence_none_{mem}_error"], color="k", lw=0.8, label="none silenced")
         ax.set(xscale="log", xlabel=f"% of the {n_ffn} FFN neurons silenced",
                ylabel="error rate (familiar maps)", title=f"{mem.upper()} error (chance {chance:.2f})")

@@ -614,17 +614,23 @@ def test_spatial_information_of_known_maps():
 
 
 def test_observation_share_of_known_maps():
-    tokens = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 3])  # 10 nodes, token 0 at nodes 0, 3 and 6
+    tokens = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 3])  # 10 nodes; token 0 at nodes 0, 3 and 6
     occ = np.full(10, 5)
     per_token = np.array([0.2, -1.0, 3.0, 0.5])[tokens]  # any function of the token alone
     assert place.observation_share(np.stack([per_token, 7 * per_token - 2]), occ, tokens) == pytest.approx([1, 1])
-    one_node = np.eye(10)[3]  # a single field, at a node whose token 3 of the 10 nodes show
+    one_node = np.eye(10)[3]  # a single field at node 3, whose token (0) 3 of the 10 nodes show
     assert place.observation_share(one_node, occ, tokens) == pytest.approx((1 / 3 - 1 / 10) / (1 - 1 / 10))
     assert place.observation_share(np.full(10, 4.2), occ, tokens) == 0  # flat: nothing to explain
-    occ[9] = 0  # an unvisited node is left out: token 3 is gone and the map is again a function of token
-    assert place.observation_share(per_token + 9 * np.eye(10)[9], occ, tokens) == pytest.approx(1)
-    # unrelated to the tokens: the mean over random maps is (k - 1) / (n - 1) for k tokens on n nodes
+    # occupancy weighs a node as if it were that many nodes: eta^2 with weights 1..10 is that of the
+    # unweighted map with node i repeated i + 1 times
     rng = np.random.default_rng(0)
+    rate, weights = rng.standard_normal(10), np.arange(1, 11)
+    repeated = np.repeat(np.arange(10), weights)
+    assert place.observation_share(rate, weights, tokens) == pytest.approx(
+        place.observation_share(rate[repeated], np.ones(len(repeated)), tokens[repeated]))
+    occ[3] = 0  # an unvisited node is left out: without the field at node 3 the map is flat
+    assert place.observation_share(one_node, occ, tokens) == 0
+    # unrelated to the tokens: the mean over random maps is (k - 1) / (n - 1) for k tokens on n nodes
     tokens = rng.permutation(np.arange(49) % 10)
     shares = place.observation_share(rng.standard_normal((4000, 49)), np.ones(49), tokens)
     assert shares.mean() == pytest.approx(9 / 48, abs=0.01)
@@ -744,7 +750,8 @@ def test_random_silencing_draws_as_many_from_each_layer():
     draws = [analyze.random_like(chosen, 512, 3, rng) for _ in range(200)]
     for d in draws:
         assert np.bincount(d // 512, minlength=3).tolist() == [1, 3, 2] and len(set(d)) == 6
-    assert len(np.unique(np.concatenate(draws))) > 500  # random within the layers, not the chosen ones
+        assert not set(d) & set(chosen)  # others than the chosen
+    assert len(np.unique(np.concatenate(draws))) > 500  # random within the layers
 
 
 def test_silencing_hook_zeroes_exactly_the_named_units():
