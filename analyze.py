@@ -271,13 +271,27 @@ def random_like(chosen, d_ff, n_layer, rng):
                            for layer, c in enumerate(counts)])
 
 
-def silencing_test(model, env, walk_len, ffn_si, ffn_share, opts):
-    """WM and RM error on familiar maps with the k most place-like FFN neurons (by score, all layers
-    pooled) silenced, and k others, random, from the same layers in the same numbers (SILENCE_DRAWS
-    draws), for k = SILENCE_FRACTIONS of all FFN neurons, all on the same walks and g0 (paired).
-    ffn_share: each neuron's observation_share. Keys: silence_none_wm_error, silence_25pct_k (the
-    number silenced), silence_25pct_place_obs_share (their mean), silence_25pct_place_rm_error,
-    silence_25pct_random_rm_error and its _sd, ..."""
+def layer_halves(ffn_place, d_ff, n_layer):
+    """Per layer: its place cells, its other neurons (indices into all layers pooled) and k, half the
+    size of the smaller group, so that k drawn at random from either is never the whole group."""
+    out = []
+    for layer in range(n_layer):
+        here = np.arange(layer * d_ff, (layer + 1) * d_ff)
+        place_cells, others = here[ffn_place[here]], here[~ffn_place[here]]
+        out.append((place_cells, others, min(len(place_cells), len(others)) // 2))
+    return out
+
+
+def silencing_test(model, env, walk_len, ffn_si, ffn_share, ffn_place, opts):
+    """WM and RM error on familiar maps, all on the same walks and g0 (paired), with FFN neurons
+    silenced (ffn_* are per neuron, all layers pooled: score, observation_share, place cell or not):
+    1. the k most place-like (by score) and k others, random, from the same layers in the same numbers
+       (SILENCE_DRAWS draws), for k = SILENCE_FRACTIONS of all FFN neurons. Keys: silence_none_wm_error,
+       silence_25pct_k, silence_25pct_place_obs_share (their mean η²), silence_25pct_place_rm_error,
+       silence_25pct_random_rm_error and its _sd, ...
+    2. per layer, k of its place cells and k of its other neurons, each drawn at random SILENCE_DRAWS
+       times (layer_halves). Keys: silence_layer0_k, silence_layer0_place_rm_error and its _sd,
+       silence_layer0_other_rm_error, ... (None where a layer lacks either group)."""
     d_ff, n_layer = model.cfg.d_ff, model.cfg.n_layer
     rng = np.random.default_rng(opts.seed + SEEDS["silence_draws"])
 
@@ -307,6 +321,14 @@ def silencing_test(model, env, walk_len, ffn_si, ffn_share, opts):
             out[f"{tag}_place_{mem}_error"] = most_place_like[j]
             out[f"{tag}_random_{mem}_error"] = random[:, j].mean()
             out[f"{tag}_random_{mem}_error_sd"] = random[:, j].std(ddof=1)
+    for layer, (place_cells, others, k) in enumerate(layer_halves(ffn_place, d_ff, n_layer)):
+        out[f"silence_layer{layer}_k"] = k
+        for name, pool in (("place", place_cells), ("other", others)):
+            e = (np.array([errors(rng.choice(pool, k, replace=False)) for _ in range(SILENCE_DRAWS)]) if k
+                 else np.full((2, 2), np.nan))
+            for j, mem in enumerate(("wm", "rm")):
+                out[f"silence_layer{layer}_{name}_{mem}_error"] = e[:, j].mean()
+                out[f"silence_layer{layer}_{name}_{mem}_error_sd"] = e[:, j].std(ddof=1)
     return out
 
 
@@ -405,7 +427,7 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
     m["loop_walks"] = opts.loop_walks
     ffn = kinds == "ffn"
-    m.update(silencing_test(model, env, walk_len, scores["si"][ffn], scores["obs_share"][ffn], opts))
+    m.update(silencing_test(model, env, walk_len, scores["si"][ffn], scores["obs_share"][ffn], is_place[ffn], opts))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
     files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
@@ -453,6 +475,11 @@ def summary(m, n_layer):
         print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {m[tag + '_place_obs_share']:.2f}): most place-like "
               f"WM {num(tag + '_place_wm_error')} RM {num(tag + '_place_rm_error')} | others of their layers "
               f"WM {num(tag + '_random_wm_error')} RM {num(tag + '_random_rm_error')}")
+    for layer in range(n_layer):
+        tag = f"silence_layer{layer}"
+        print(f"  {tag} ({m[tag + '_k']} of its place cells | of its others): "
+              f"WM {num(tag + '_place_wm_error')} | {num(tag + '_other_wm_error')}, "
+              f"RM {num(tag + '_place_rm_error')} | {num(tag + '_other_rm_error')}")
 
 
 @torch.no_grad()

@@ -754,6 +754,16 @@ def test_random_silencing_draws_as_many_from_each_layer():
     assert len(np.unique(np.concatenate(draws))) > 500  # random within the layers
 
 
+def test_layer_halves_split_each_layer_into_place_cells_and_the_rest():
+    place_cells = np.zeros(30, dtype=bool)  # 3 layers of 10: 4 place cells in layer 0, all of layer 1, none of 2
+    place_cells[[1, 3, 5, 7]] = True
+    place_cells[10:20] = True
+    (p0, o0, k0), (p1, o1, k1), (_, o2, k2) = analyze.layer_halves(place_cells, 10, 3)
+    assert p0.tolist() == [1, 3, 5, 7] and o0.tolist() == [0, 2, 4, 6, 8, 9] and k0 == 2
+    assert p1.tolist() == list(range(10, 20)) and len(o1) == 0 and k1 == 0  # nothing to compare with
+    assert o2.tolist() == list(range(20, 30)) and k2 == 0
+
+
 def test_silencing_hook_zeroes_exactly_the_named_units():
     model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
     obs, act, _, _ = env.walk(2, 12, generator=torch.Generator().manual_seed(1))
