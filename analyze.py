@@ -238,18 +238,20 @@ def place_analysis(model, env, opts, gen, rng):
     """Per familiar map 0..rate_maps-1: long walks and every unit's place.score_map; steps before the
     context is full are left out, so every lag unit is defined. A unit's score is its score averaged
     over maps, tested against its shuffles averaged over maps (shuffle j of every map). Returns the
-    means over maps of score_map's si, null, silent, unstable, stability and obs_share; map 0's rate
-    maps (rate) and tokens (tokens), the number of maps and the steps per map."""
+    means over maps of score_map's si, null, silent, unstable, stability and obs_share, and of each
+    unit's standard deviation over the steps (activity_sd); map 0's rate maps (rate) and tokens
+    (tokens), the number of maps and the steps per map."""
     C, kinds, per_map = model.cfg.context, unit_kinds(model.cfg)[0], []
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
         g0 = model.random_g0(opts.rate_walks, generator=gen, device=env.device)
         units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1]
         nodes = pos[:, C:]  # (W, steps)
-        per_map.append(place.score_map(units[:, C - 1:], nodes, env.n_nodes, kinds, opts.shuffles, rng,
-                                       opts.stability, least={"att": opts.att_spread / (C + 1)},
-                                       node_obs=env.maps[m].cpu().numpy()))
-    keys = ("si", "null", "silent", "unstable", "stability", "obs_share")
+        scores = place.score_map(units[:, C - 1:], nodes, env.n_nodes, kinds, opts.shuffles, rng,
+                                 opts.stability, least={"att": opts.att_spread / (C + 1)},
+                                 node_obs=env.maps[m].cpu().numpy())
+        per_map.append(dict(scores, activity_sd=units[:, C - 1:].flatten(0, 1).std(0).cpu().numpy()))
+    keys = ("si", "null", "silent", "unstable", "stability", "obs_share", "activity_sd")
     out = {key: np.mean([scores[key] for scores in per_map], 0) for key in keys}
     return dict(out, rate=per_map[0]["rate"], tokens=env.maps[0].cpu().numpy(), maps=len(per_map),
                 steps=nodes.numel())
@@ -271,27 +273,34 @@ def random_like(chosen, d_ff, n_layer, rng):
                            for layer, c in enumerate(counts)])
 
 
-def layer_halves(ffn_place, d_ff, n_layer):
-    """Per layer: its place cells, its other neurons (indices into all layers pooled) and k, half the
-    size of the smaller group, so that k drawn at random from either is never the whole group."""
+def layer_halves(ffn_place, ffn_sd, d_ff, n_layer):
+    """Per layer: its active place cells, its active other neurons (indices into all layers pooled)
+    and k, half the size of the smaller group, so that k drawn at random from either is never the
+    whole group. Active: an activity sd at least the median of the layer's place cells. Most of a
+    layer's other neurons are far quieter than its place cells, and silencing a quiet neuron
+    changes little whatever it codes: the two groups are compared at a like activity."""
     out = []
     for layer in range(n_layer):
         here = np.arange(layer * d_ff, (layer + 1) * d_ff)
-        place_cells, others = here[ffn_place[here]], here[~ffn_place[here]]
+        is_place = ffn_place[here]
+        active = ffn_sd[here] >= (np.median(ffn_sd[here][is_place]) if is_place.any() else np.inf)
+        place_cells, others = here[is_place & active], here[~is_place & active]
         out.append((place_cells, others, min(len(place_cells), len(others)) // 2))
     return out
 
 
-def silencing_test(model, env, walk_len, ffn_si, ffn_share, ffn_place, opts):
+def silencing_test(model, env, walk_len, ffn_si, ffn_share, ffn_place, ffn_sd, opts):
     """WM and RM error on familiar maps, all on the same walks and g0 (paired), with FFN neurons
-    silenced (ffn_* are per neuron, all layers pooled: score, observation_share, place cell or not):
+    silenced (ffn_* are per neuron, all layers pooled: score, observation_share, place cell or not,
+    activity sd):
     1. the k most place-like (by score) and k others, random, from the same layers in the same numbers
        (SILENCE_DRAWS draws), for k = SILENCE_FRACTIONS of all FFN neurons. Keys: silence_none_wm_error,
        silence_25pct_k, silence_25pct_place_obs_share (their mean η²), silence_25pct_place_rm_error,
        silence_25pct_random_rm_error and its _sd, ...
-    2. per layer, k of its place cells and k of its other neurons, each drawn at random SILENCE_DRAWS
-       times (layer_halves). Keys: silence_layer0_k, silence_layer0_place_rm_error and its _sd,
-       silence_layer0_other_rm_error, ... (None where a layer lacks either group)."""
+    2. per layer, k of its active place cells and k of its active other neurons, each drawn at random
+       SILENCE_DRAWS times (layer_halves). Keys: silence_layer0_k, silence_layer0_place_activity_sd
+       (the group's median), silence_layer0_place_rm_error and its _sd, silence_layer0_other_rm_error,
+       ... (None where a layer lacks either group)."""
     d_ff, n_layer = model.cfg.d_ff, model.cfg.n_layer
     rng = np.random.default_rng(opts.seed + SEEDS["silence_draws"])
 
@@ -321,9 +330,10 @@ def silencing_test(model, env, walk_len, ffn_si, ffn_share, ffn_place, opts):
             out[f"{tag}_place_{mem}_error"] = most_place_like[j]
             out[f"{tag}_random_{mem}_error"] = random[:, j].mean()
             out[f"{tag}_random_{mem}_error_sd"] = random[:, j].std(ddof=1)
-    for layer, (place_cells, others, k) in enumerate(layer_halves(ffn_place, d_ff, n_layer)):
+    for layer, (place_cells, others, k) in enumerate(layer_halves(ffn_place, ffn_sd, d_ff, n_layer)):
         out[f"silence_layer{layer}_k"] = k
         for name, pool in (("place", place_cells), ("other", others)):
+            out[f"silence_layer{layer}_{name}_activity_sd"] = np.median(ffn_sd[pool]) if len(pool) else None
             e = (np.array([errors(rng.choice(pool, k, replace=False)) for _ in range(SILENCE_DRAWS)]) if k
                  else np.full((2, 2), np.nan))
             for j, mem in enumerate(("wm", "rm")):
@@ -427,7 +437,8 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
     m["loop_walks"] = opts.loop_walks
     ffn = kinds == "ffn"
-    m.update(silencing_test(model, env, walk_len, scores["si"][ffn], scores["obs_share"][ffn], is_place[ffn], opts))
+    m.update(silencing_test(model, env, walk_len, scores["si"][ffn], scores["obs_share"][ffn], is_place[ffn],
+                            scores["activity_sd"][ffn], opts))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
     files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
@@ -477,7 +488,8 @@ def summary(m, n_layer):
               f"WM {num(tag + '_random_wm_error')} RM {num(tag + '_random_rm_error')}")
     for layer in range(n_layer):
         tag = f"silence_layer{layer}"
-        print(f"  {tag} ({m[tag + '_k']} of its place cells | of its others): "
+        print(f"  {tag} ({m[tag + '_k']} of its active place cells | of its active others, median sd "
+              f"{num(tag + '_place_activity_sd')} | {num(tag + '_other_activity_sd')}): "
               f"WM {num(tag + '_place_wm_error')} | {num(tag + '_other_wm_error')}, "
               f"RM {num(tag + '_place_rm_error')} | {num(tag + '_other_rm_error')}")
 

@@ -754,14 +754,18 @@ def test_random_silencing_draws_as_many_from_each_layer():
     assert len(np.unique(np.concatenate(draws))) > 500  # random within the layers
 
 
-def test_layer_halves_split_each_layer_into_place_cells_and_the_rest():
+def test_layer_halves_compare_place_cells_with_other_neurons_as_active():
     place_cells = np.zeros(30, dtype=bool)  # 3 layers of 10: 4 place cells in layer 0, all of layer 1, none of 2
     place_cells[[1, 3, 5, 7]] = True
     place_cells[10:20] = True
-    (p0, o0, k0), (p1, o1, k1), (_, o2, k2) = analyze.layer_halves(place_cells, 10, 3)
-    assert p0.tolist() == [1, 3, 5, 7] and o0.tolist() == [0, 2, 4, 6, 8, 9] and k0 == 2
+    sd = np.full(30, 0.01)  # quiet, but for the place cells and layer 0's neurons 0, 2, 4 and 9
+    sd[[1, 3, 5, 7]] = [0.2, 0.4, 0.6, 0.8]  # median 0.5: place cells 5 and 7 are the active ones
+    sd[[0, 2, 4, 9]] = [0.5, 0.9, 0.3, 0.7]  # others at least as active: 0, 2 and 9
+    sd[10:20] = 1.0
+    (p0, o0, k0), (p1, o1, k1), (_, o2, k2) = analyze.layer_halves(place_cells, sd, 10, 3)
+    assert p0.tolist() == [5, 7] and o0.tolist() == [0, 2, 9] and k0 == 1
     assert p1.tolist() == list(range(10, 20)) and len(o1) == 0 and k1 == 0  # nothing to compare with
-    assert o2.tolist() == list(range(20, 30)) and k2 == 0
+    assert len(o2) == 0 and k2 == 0  # no place cells: no activity to match
 
 
 def test_silencing_hook_zeroes_exactly_the_named_units():
