@@ -23,6 +23,7 @@ import torch
 import compare
 import place
 import plots
+import silencing
 from env import GridWorld, memory_counts
 from model import Model, ModelConfig
 
@@ -33,8 +34,6 @@ QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps
              shuffles=20, silence_walks=32, loop_walks=64)
 METHOD = 6  # raise it when a change of method changes the numbers: older metrics.json are redone
 TOKEN_CELL = 0.5  # a place cell is a token cell where the node's token explains this share of its rate map
-SILENCE_FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
-SILENCE_DRAWS = 5  # random sets of each size
 # Offsets from --seed of each part's own random stream.
 SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6,
              novel_loop=7)
@@ -245,70 +244,28 @@ def place_analysis(model, env, opts, gen, rng):
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
         g0 = model.random_g0(opts.rate_walks, generator=gen, device=env.device)
-        units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1]
+        units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps, U)
         nodes = pos[:, C:]  # (W, steps)
-        scores = place.score_map(units[:, C - 1:], nodes, env.n_nodes, kinds, opts.shuffles, rng,
+        scores = place.score_map(units, nodes, env.n_nodes, kinds, opts.shuffles, rng,
                                  opts.stability, least={"att": opts.att_spread / (C + 1)},
                                  node_obs=env.maps[m].cpu().numpy())
-        per_map.append(dict(scores, activity_sd=units[:, C - 1:].flatten(0, 1).std(0).cpu().numpy()))
+        per_map.append(dict(scores, activity_sd=units.flatten(0, 1).std(0).cpu().numpy()))
     keys = ("si", "null", "silent", "unstable", "stability", "obs_share", "activity_sd")
     out = {key: np.mean([scores[key] for scores in per_map], 0) for key in keys}
     return dict(out, rate=per_map[0]["rate"], tokens=env.maps[0].cpu().numpy(), maps=len(per_map),
                 steps=nodes.numel())
 
 
-def silence(model, masks):
-    """Multiply layer l's FFN activation output by masks[l] (d_ff,) of 0/1; returns the hook handles
-    (.remove() them to undo)."""
-    return [b.mlp.act.register_forward_hook(lambda mod, inp, out, m=m: out * m)
-            for b, m in zip(model.blocks, masks)]
-
-
-def random_like(chosen, d_ff, n_layer, rng):
-    """Random FFN neurons other than `chosen`, as many in each layer as `chosen` has there (indices
-    into all layers pooled: layer l holds l*d_ff .. (l+1)*d_ff - 1)."""
-    counts = np.bincount(chosen // d_ff, minlength=n_layer)
-    others = np.setdiff1d(np.arange(n_layer * d_ff), chosen)
-    return np.concatenate([rng.choice(others[others // d_ff == layer], c, replace=False)
-                           for layer, c in enumerate(counts)])
-
-
-def layer_halves(ffn_place, ffn_sd, d_ff, n_layer):
-    """Per layer: its active place cells, its active other neurons (indices into all layers pooled)
-    and k, half the size of the smaller group, so that k drawn at random from either is never the
-    whole group. Active: an activity sd at least the median of the layer's place cells. Most of a
-    layer's other neurons are far quieter than its place cells, and silencing a quiet neuron
-    changes little whatever it codes: the two groups are compared at a like activity."""
-    out = []
-    for layer in range(n_layer):
-        here = np.arange(layer * d_ff, (layer + 1) * d_ff)
-        is_place = ffn_place[here]
-        active = ffn_sd[here] >= (np.median(ffn_sd[here][is_place]) if is_place.any() else np.inf)
-        place_cells, others = here[is_place & active], here[~is_place & active]
-        out.append((place_cells, others, min(len(place_cells), len(others)) // 2))
-    return out
-
-
-def silencing_test(model, env, walk_len, ffn_si, ffn_share, ffn_place, ffn_sd, opts):
-    """WM and RM error on familiar maps, all on the same walks and g0 (paired), with FFN neurons
-    silenced (ffn_* are per neuron, all layers pooled: score, observation_share, place cell or not,
-    activity sd):
-    1. the k most place-like (by score) and k others, random, from the same layers in the same numbers
-       (SILENCE_DRAWS draws), for k = SILENCE_FRACTIONS of all FFN neurons. Keys: silence_none_wm_error,
-       silence_25pct_k, silence_25pct_place_obs_share (their mean η²), silence_25pct_place_rm_error,
-       silence_25pct_random_rm_error and its _sd, ...
-    2. per layer, k of its active place cells and k of its active other neurons, each drawn at random
-       SILENCE_DRAWS times (layer_halves). Keys: silence_layer0_k, silence_layer0_place_activity_sd
-       (the group's median), silence_layer0_place_rm_error and its _sd, silence_layer0_other_rm_error,
-       ... (None where a layer lacks either group)."""
-    d_ff, n_layer = model.cfg.d_ff, model.cfg.n_layer
-    rng = np.random.default_rng(opts.seed + SEEDS["silence_draws"])
+def silenced_errors(model, env, walk_len, opts):
+    """errors(silenced) -> (WM, RM error) on familiar maps with the FFN neurons `silenced` (indices,
+    all layers pooled) zeroed: opts.silence_walks walks, the same walks and g0 every call."""
+    n_layer = model.cfg.n_layer
 
     def errors(silenced):
-        mask = torch.ones(n_layer * d_ff, device=env.device)
+        mask = torch.ones(n_layer * model.cfg.d_ff, device=env.device)
         mask[torch.as_tensor(silenced, dtype=torch.long)] = 0
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["silencing"])  # the same walks each time
-        hooks = silence(model, mask.view(n_layer, -1))
+        hooks = silencing.silence(model, mask.view(n_layer, -1))
         try:
             r = error_rates(model_predictor(model, gen), env, model.cfg.context, walk_len, gen, max_se=0,
                             max_walks=opts.silence_walks)
@@ -316,30 +273,7 @@ def silencing_test(model, env, walk_len, ffn_si, ffn_share, ffn_place, ffn_sd, o
             for h in hooks:
                 h.remove()
         return np.array([r["wm_error"], r["rm_error"]])
-
-    out = dict(zip(("silence_none_wm_error", "silence_none_rm_error"), errors([])))
-    for fraction in SILENCE_FRACTIONS:
-        k, tag = max(1, round(fraction * n_layer * d_ff)), f"silence_{round(fraction * 100)}pct"
-        chosen = np.argsort(-ffn_si)[:k]
-        most_place_like = errors(chosen)
-        # the place-like neurons sit mostly in one layer, and a layer's neurons matter more or less
-        # than another's whatever their score: the random ones come from the same layers
-        random = np.array([errors(random_like(chosen, d_ff, n_layer, rng)) for _ in range(SILENCE_DRAWS)])
-        out[f"{tag}_k"], out[f"{tag}_place_obs_share"] = k, ffn_share[chosen].mean()
-        for j, mem in enumerate(("wm", "rm")):
-            out[f"{tag}_place_{mem}_error"] = most_place_like[j]
-            out[f"{tag}_random_{mem}_error"] = random[:, j].mean()
-            out[f"{tag}_random_{mem}_error_sd"] = random[:, j].std(ddof=1)
-    for layer, (place_cells, others, k) in enumerate(layer_halves(ffn_place, ffn_sd, d_ff, n_layer)):
-        out[f"silence_layer{layer}_k"] = k
-        for name, pool in (("place", place_cells), ("other", others)):
-            out[f"silence_layer{layer}_{name}_activity_sd"] = np.median(ffn_sd[pool]) if len(pool) else None
-            e = (np.array([errors(rng.choice(pool, k, replace=False)) for _ in range(SILENCE_DRAWS)]) if k
-                 else np.full((2, 2), np.nan))
-            for j, mem in enumerate(("wm", "rm")):
-                out[f"silence_layer{layer}_{name}_{mem}_error"] = e[:, j].mean()
-                out[f"silence_layer{layer}_{name}_{mem}_error_sd"] = e[:, j].std(ddof=1)
-    return out
+    return errors
 
 
 SQUARE = ("north", "east", "south", "west")
@@ -437,8 +371,10 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
     m["loop_walks"] = opts.loop_walks
     ffn = kinds == "ffn"
-    m.update(silencing_test(model, env, walk_len, scores["si"][ffn], scores["obs_share"][ffn], is_place[ffn],
-                            scores["activity_sd"][ffn], opts))
+    m.update(silencing.silencing_test(silenced_errors(model, env, walk_len, opts), cfg.d_ff, cfg.n_layer,
+                                      scores["si"][ffn], scores["obs_share"][ffn], is_place[ffn],
+                                      scores["activity_sd"][ffn],
+                                      np.random.default_rng(opts.seed + SEEDS["silence_draws"])))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
     files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
@@ -448,8 +384,8 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         files.update({"training.png": training} if training else {})
         files["rate_maps.png"] = plots.fig_rate_maps(scores, is_place, kinds, names, env.size)
         files["place_scores.png"] = plots.fig_scores(scores["si"], is_place, kinds, layers, cfg.n_layer)
-        files["silencing.png"] = plots.fig_silencing(m, SILENCE_FRACTIONS, SILENCE_DRAWS, cfg.n_layer * cfg.d_ff,
-                                                     chance)
+        files["silencing.png"] = plots.fig_silencing(m, silencing.FRACTIONS, silencing.DRAWS,
+                                                     cfg.n_layer * cfg.d_ff, chance)
     return m, files
 
 
@@ -481,7 +417,7 @@ def summary(m, n_layer):
               f"of units x maps (scored 0); mean split-half r {m[kind + '_stability_mean']:.2f}")
     print(f"  loop closure accuracy: familiar {num('loop_closure_accuracy')}, "
           f"novel {num('novel_loop_closure_accuracy')}")
-    for fraction in SILENCE_FRACTIONS:
+    for fraction in silencing.FRACTIONS:
         tag = f"silence_{round(fraction * 100)}pct"
         print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {m[tag + '_place_obs_share']:.2f}): most place-like "
               f"WM {num(tag + '_place_wm_error')} RM {num(tag + '_place_rm_error')} | others of their layers "

@@ -20,6 +20,7 @@ import analyze
 import bench
 import compare
 import place
+import silencing
 import train
 from env import Batches, GridWorld, visited_in_context
 from model import Model, ModelConfig, PathIntegration
@@ -747,7 +748,7 @@ def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
 def test_random_silencing_draws_as_many_from_each_layer():
     rng = np.random.default_rng(0)
     chosen = np.array([5, 700, 701, 1023, 1030, 1535])  # d_ff 512, 3 layers: one in layer 0, three in 1, two in 2
-    draws = [analyze.random_like(chosen, 512, 3, rng) for _ in range(200)]
+    draws = [silencing.random_like(chosen, 512, 3, rng) for _ in range(200)]
     for d in draws:
         assert np.bincount(d // 512, minlength=3).tolist() == [1, 3, 2] and len(set(d)) == 6
         assert not set(d) & set(chosen)  # others than the chosen
@@ -762,7 +763,7 @@ def test_layer_halves_compare_place_cells_with_other_neurons_as_active():
     sd[[1, 3, 5, 7]] = [0.2, 0.4, 0.6, 0.8]  # median 0.5: place cells 5 and 7 are the active ones
     sd[[0, 2, 4, 9]] = [0.5, 0.9, 0.3, 0.7]  # others at least as active: 0, 2 and 9
     sd[10:20] = 1.0
-    (p0, o0, k0), (p1, o1, k1), (_, o2, k2) = analyze.layer_halves(place_cells, sd, 10, 3)
+    (p0, o0, k0), (p1, o1, k1), (_, o2, k2) = silencing.layer_halves(place_cells, sd, 10, 3)
     assert p0.tolist() == [5, 7] and o0.tolist() == [0, 2, 9] and k0 == 1
     assert p1.tolist() == list(range(10, 20)) and len(o1) == 0 and k1 == 0  # nothing to compare with
     assert len(o2) == 0 and k2 == 0  # no place cells: no activity to match
@@ -778,7 +779,7 @@ def test_silencing_hook_zeroes_exactly_the_named_units():
         masks = torch.ones(2, 32)
         masks[0, [3, 17]] = 0
         masks[1, [0, 31]] = 0
-        hooks = analyze.silence(model, masks)
+        hooks = silencing.silence(model, masks)
         rec = {}
         logits = model(obs[:, :-1], act, g0, rec)
         for h in hooks:
@@ -920,7 +921,7 @@ def test_a_failed_analysis_replaces_nothing(tiny_runs, monkeypatch):
 
     def broken(*args):
         raise RuntimeError("fails late")
-    monkeypatch.setattr(analyze, "silencing_test", broken)
+    monkeypatch.setattr(silencing, "silencing_test", broken)
     with pytest.raises(RuntimeError):
         analyze.main([a, "--quick", "--no_figures"])
     assert open(os.path.join(a, "metrics.json")).read() == "old"
