@@ -51,7 +51,7 @@ def silencing_test(errors, d_ff, n_layer, ffn_si, ffn_share, ffn_place, ffn_sd, 
     1. the k most place-like (by score) and k others, random, from the same layers in the same numbers
        (DRAWS draws), for k = FRACTIONS of all FFN neurons: the place-like neurons sit mostly in one
        layer, and a layer's neurons matter more or less than another's whatever their score. Keys:
-       silence_none_wm_error, silence_25pct_k, silence_25pct_place_obs_share (their mean eta^2),
+       silence_none_wm_error, silence_25pct_k (and _k_layer0, ...), silence_25pct_place_obs_share (their mean eta^2),
        silence_25pct_place_rm_error, silence_25pct_random_rm_error and its _sd, ...
     2. per layer, k of its active place cells and k of its active other neurons, each drawn at random
        DRAWS times (layer_halves). Keys: silence_layer0_k, silence_layer0_place_activity_sd (the
@@ -68,6 +68,8 @@ def silencing_test(errors, d_ff, n_layer, ffn_si, ffn_share, ffn_place, ffn_sd, 
         k, tag = max(1, round(fraction * n_layer * d_ff)), f"silence_{round(fraction * 100)}pct"
         chosen = np.argsort(-ffn_si)[:k]
         out[f"{tag}_k"], out[f"{tag}_place_obs_share"] = k, ffn_share[chosen].mean()
+        for layer, n in enumerate(np.bincount(chosen // d_ff, minlength=n_layer)):
+            out[f"{tag}_k_layer{layer}"] = n  # how many of the most place-like are in each layer
         out[f"{tag}_place_wm_error"], out[f"{tag}_place_rm_error"] = errors(chosen)
         put(f"{tag}_random", np.array([errors(random_like(chosen, d_ff, n_layer, rng)) for _ in range(DRAWS)]))
     for layer, (place_cells, others, k) in enumerate(layer_halves(ffn_place, ffn_sd, d_ff, n_layer)):
