@@ -1,5 +1,6 @@
 """Tests: each asserts one property that matters. Run with: python -m pytest -q test_all.py"""
 
+import argparse
 import csv
 import json
 import math
@@ -29,7 +30,7 @@ from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 torch.set_num_threads(1)  # tiny models: threads only add overhead
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--preset", "small", "--d_model", "32", "--d_ff", "64", "--n_head", "2", "--d_rnn", "16",
-        "--walk_len", "32", "--batch_size", "16", "--eval_walks", "32", "--device", "cpu"]
+        "--walk_len", "32", "--batch_size", "16", "--eval_walks", "32", "--warmup_iters", "5", "--device", "cpu"]
 
 
 # ---- nmda.py ------------------------------------------------------------------------------------
@@ -275,6 +276,30 @@ def read_log(out_dir):
         return list(csv.DictReader(f))
 
 
+def test_learning_rate_schedule_on_known_steps():
+    def lr(step, decay, **kw):
+        args = dict(lr=1e-2, min_lr=1e-3, warmup_iters=10, max_iters=110, decay=decay) | kw
+        return train.get_lr(step, argparse.Namespace(**args))
+
+    assert [lr(s, "cosine") for s in (0, 4, 9)] == pytest.approx([1e-3, 5e-3, 1e-2])  # warm-up: (step+1)/10 of lr
+    for decay in ("cosine", "linear"):  # from lr at the warm-up's end, through the midpoint, to min_lr
+        assert [lr(s, decay) for s in (10, 60, 110, 500)] == pytest.approx([1e-2, 5.5e-3, 1e-3, 1e-3])
+    assert lr(35, "cosine") == pytest.approx(1e-3 + 9e-3 * (1 + math.cos(math.pi / 4)) / 2)
+    assert lr(35, "linear") == pytest.approx(1e-3 + 9e-3 * 0.75)
+    assert {lr(s, "none") for s in (10, 60, 110)} == {1e-2}
+    assert lr(0, "cosine", warmup_iters=0) == pytest.approx(1e-2)  # no warm-up: the peak at once
+
+
+def test_a_resume_that_raises_max_iters_says_what_the_schedule_does(tmp_path, capsys):
+    train.main(TINY + ["--max_iters", "20", "--eval_interval", "10", "--out_dir", str(tmp_path)])
+    assert float(read_log(tmp_path)[-1]["lr"]) < 2e-4  # the last step's rate, near min_lr 0 (peak 1e-2)
+    capsys.readouterr()
+    train.main(["--resume", "--out_dir", str(tmp_path), "--max_iters", "40"])
+    out = capsys.readouterr().out
+    assert "--max_iters 20 -> 40: the learning rate now falls to 0 at step 40" in out, out
+    assert [r["step"] for r in read_log(tmp_path)] == ["10", "20", "30", "40"]
+
+
 def test_short_training_lowers_the_loss(tmp_path):
     train.main(TINY + ["--max_iters", "80", "--eval_interval", "20", "--lr", "3e-3",
                        "--out_dir", str(tmp_path)])
@@ -285,7 +310,8 @@ def test_short_training_lowers_the_loss(tmp_path):
 
 
 def test_resume_gives_the_same_next_losses(tmp_path):
-    common = TINY + ["--eval_interval", "5", "--dropout", "0.1"]
+    # a constant rate: a schedule that ends at --max_iters would change with the new --max_iters
+    common = TINY + ["--eval_interval", "5", "--dropout", "0.1", "--decay", "none"]
     train.main(common + ["--max_iters", "15", "--out_dir", str(tmp_path / "straight")])
     train.main(common + ["--max_iters", "10", "--out_dir", str(tmp_path / "resumed")])
     train.main(["--max_iters", "15", "--out_dir", str(tmp_path / "resumed"), "--resume"])
@@ -339,7 +365,8 @@ def final_weights(out_dir):
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
-    """40 steps (the walks redrawn at steps 16 and 32) with dropout, logged every 10, uninterrupted."""
+    """40 steps (the walks redrawn at steps 16 and 32) with dropout, the rate warming up over 5 steps and then
+    falling along a cosine, logged every 10, uninterrupted."""
     out = tmp_path_factory.mktemp("straight")
     train.main(INTERRUPTED + ["--out_dir", str(out)])
     return out

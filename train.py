@@ -41,13 +41,14 @@ PRESETS = {
     # One pass trains every step of a 128-step walk: 256 walks are 32,768 predictions a step, 64
     # times an official step, so the learning rate is 10x the official 1e-4 (README "Paper scale").
     "paper": dict(size=11, n_obs=10, num_maps=32, n_layer=2, n_head=8, d_model=512, d_ff=2048,
-                  d_rnn=128, context=64, walk_len=128, batch_size=256, lr=1e-3, dropout=0.1,
+                  d_rnn=128, context=64, walk_len=128, batch_size=256, lr=1e-3, warmup_iters=200,
+                  decay="cosine", dropout=0.1,
                   max_iters=20000, eval_interval=500, eval_walks=512),
     # For a 2-core CPU, minutes: a 7x7 grid, 4 maps, a narrow model and a short context (so that
     # a third of the steps are reference-memory steps). README "Results" says how it was chosen.
     "small": dict(size=7, n_obs=10, num_maps=4, n_layer=2, n_head=4, d_model=64, d_ff=256,
-                  d_rnn=32, context=16, walk_len=64, batch_size=64, lr=1e-3, dropout=0.0,
-                  max_iters=2000, eval_interval=250, eval_walks=256),
+                  d_rnn=32, context=16, walk_len=64, batch_size=64, lr=1e-2, warmup_iters=100,
+                  decay="cosine", dropout=0.0, max_iters=2000, eval_interval=250, eval_walks=256),
 }
 # Flags a resumed run may be given anew; it keeps its own value of every other setting.
 RESUMABLE = ("max_iters", "eval_interval", "device", "dtype", "compile", "out_dir", "resume")
@@ -86,7 +87,11 @@ def parse_args(argv):
     add("--dropout", type=float, help=f"dropout after attention and feed-forward {preset}")
     add("--walk_len", type=int, help=f"steps per training walk; every step is a prediction {preset}")
     add("--batch_size", type=int, help=f"walks per optimizer step (global, over all processes) {preset}")
-    add("--lr", type=float, help=f"Adam learning rate {preset}")
+    add("--lr", type=float, help=f"Adam's peak learning rate {preset}")
+    add("--warmup_iters", type=int, help=f"steps of linear warm-up from 0 to --lr {preset}")
+    add("--decay", choices=["cosine", "linear", "none"],
+        help=f"after the warm-up, the rate falls to --min_lr at --max_iters: cosine, linear, or none (stays at --lr) {preset}")
+    add("--min_lr", type=float, default=0.0, help="the rate at --max_iters (default: %(default)s)")
     add("--grad_clip", type=float, default=0.25, help="gradient-norm clip, 0: off (default: %(default)s)")
     add("--max_iters", type=int, help=f"optimizer steps {preset}")
     add("--eval_interval", type=int, help=f"steps between evaluations, log lines and checkpoints {preset}")
@@ -112,10 +117,12 @@ def check(args):
               "walk_len", "batch_size", "max_iters", "eval_interval", "eval_walks"):
         if getattr(args, k) < 1:
             die(f"--{k} must be a positive integer (got {getattr(args, k)})")
-    for k in ("alpha", "beta", "lr", "dropout", "grad_clip"):
+    for k in ("alpha", "beta", "lr", "min_lr", "dropout", "grad_clip"):
         if not math.isfinite(getattr(args, k)):
             die(f"--{k} must be a finite number (got {getattr(args, k)})")
     ranges = [("alpha", 0 <= args.alpha <= 1e6, "in [0, 1e6]"), ("lr", args.lr > 0, "> 0"),
+              ("min_lr", 0 <= args.min_lr <= args.lr, f"in [0, --lr {args.lr:g}]"),
+              ("warmup_iters", args.warmup_iters >= 0, "a count >= 0"),
               ("dropout", 0 <= args.dropout < 1, "in [0, 1)"), ("grad_clip", args.grad_clip >= 0, ">= 0"),
               ("size", args.size >= 2, "at least 2: a grid of 1 node has nowhere to go"),
               ("n_obs", args.n_obs >= 2, "at least 2"), ("d_model", args.d_model % 2 == 0, "even")]
@@ -139,7 +146,9 @@ def settle(args, given):
             die(f"--{fixed[0]} cannot change when resuming: {ckpt_path} keeps its own settings "
                 f"(--{fixed[0]} {ckpt['args'].get(fixed[0])}); start a new --out_dir to change it")
         mine = {k: getattr(args, k) for k in given} | {"resume": True, "out_dir": args.out_dir}
-        args = argparse.Namespace(**{**ckpt["args"], "device": "auto", "dtype": "auto", "compile": "auto", **mine})
+        before = {"warmup_iters": 0, "decay": "none", "min_lr": 0.0}  # a run made before the schedule: constant rate
+        args = argparse.Namespace(**{**before, **ckpt["args"], "device": "auto", "dtype": "auto", "compile": "auto",
+                                     **mine})
     elif os.path.exists(ckpt_path) and not args.overwrite:
         die(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to replace it, or another --out_dir")
     auto_preset = args.preset == "auto"
@@ -165,6 +174,20 @@ def settle(args, given):
         print(f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
               "here; pass --preset to choose)")
     return args, ckpt
+
+
+def get_lr(step, args):
+    """The learning rate of the optimizer step that follows `step` steps: a linear warm-up to --lr over
+    --warmup_iters steps, then a fall to --min_lr at --max_iters, along half a cosine (nanoGPT's
+    choice) or a line (the official release's), or none. A function of the step alone, so a resumed
+    run follows the schedule exactly."""
+    if step < args.warmup_iters:
+        return args.lr * (step + 1) / args.warmup_iters
+    if args.decay == "none":
+        return args.lr
+    done = min(1.0, (step - args.warmup_iters) / max(1, args.max_iters - args.warmup_iters))  # 0 -> 1
+    left = 0.5 * (1 + math.cos(math.pi * done)) if args.decay == "cosine" else 1 - done  # 1 -> 0
+    return args.min_lr + left * (args.lr - args.min_lr)
 
 
 def load_checkpoint(path):
@@ -293,6 +316,11 @@ def train(argv, signals):
             print(f"resuming {ckpt_path} at step {step} of {args.max_iters}"
                   + ("" if same_kind else "; on another kind of device, the random streams start afresh")
                   + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
+            was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
+            if args.max_iters != was.max_iters and args.decay != "none" and step < args.max_iters:
+                print(f"--max_iters {was.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
+                      f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
+                      f"(it would have been {get_lr(step, was):.3g})")
     if rank:  # dropout: every process its own masks (rank 0 keeps the stream of a single process)
         torch.manual_seed(args.seed + rank + step)
     flops_per_step = model.flops_per_step(args.batch_size, args.walk_len)
@@ -348,6 +376,9 @@ def train(argv, signals):
     t0_step = step  # the step at t0: ms/step counts only the steps timed since
     try:
         while step < args.max_iters and not stop:
+            lr = get_lr(step, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             loss_sum += train_step(*batches.next())
             n_loss += 1
             step += 1
@@ -378,7 +409,7 @@ def train(argv, signals):
                       f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
                       f"{ms:.1f} ms/step{mfu} | ETA {ms * (args.max_iters - step) / 60000:.1f} min", flush=True)
                 append_log(log_path, dict(
-                    step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()},
+                    step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()}, lr=f"{lr:.4g}",
                     ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
             t0, t0_step = time.time(), step
         if stop and step == first_step:
