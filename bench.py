@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from env import Batches, GridWorld
-from model import Model, ModelConfig, peak_flops
+import gpu
+from model import Model, ModelConfig
 
 # train.py's presets, their sizes only (a test keeps them equal): the model, the grid, the walks.
 SIZES = {
@@ -41,18 +42,22 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=20, help="timed steps after warm-up (default: %(default)s)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N training iterations")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: %(default)s)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="autocast precision; auto: bfloat16 on a GPU, else float32")
-    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for cuda")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="autocast precision; auto: as train.py chooses it (gpu.auto_settings)")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile; auto: as train.py chooses it (gpu.auto_settings)")
     args = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     args.device = ("cuda" if cuda else "cpu") if args.device == "auto" else args.device
     on_gpu = args.device.startswith("cuda")
     if args.device != "cpu" and not (on_gpu and cuda):
         die(f"--device {args.device!r} is not available here; use auto or cpu")
+    if on_gpu and torch.device(args.device).index is not None and torch.device(args.device).index >= torch.cuda.device_count():
+        die(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     args.preset = ("paper" if on_gpu else "small") if args.preset == "auto" else args.preset
-    args.dtype = ("bfloat16" if on_gpu else "float32") if args.dtype == "auto" else args.dtype
-    args.compile = ("on" if on_gpu else "off") if args.compile == "auto" else args.compile
+    dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))
+    args.dtype = dtype if args.dtype == "auto" else args.dtype
+    args.compile = compile_ if args.compile == "auto" else args.compile
     for k in ("batch_size", "steps"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
             die(f"--{k} must be a positive integer (got {getattr(args, k)})")
@@ -71,7 +76,11 @@ def main(argv=None):
         if cuda:
             torch.cuda.synchronize(device)
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16" else nullcontext()
+    if cuda:
+        gpu.allow_tf32()
+    ptdtype = getattr(torch, args.dtype)
+    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # as train.py's step
     torch.manual_seed(0)
     env = GridWorld(sizes["size"], num_maps=sizes["num_maps"], device=device)
     model = Model(sizes["model"]).to(device)
@@ -87,9 +96,11 @@ def main(argv=None):
             logits = forward(obs[:, :-1], act, g0)[:, -1 if last_only else 0:]
             loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, -logits.shape[1]:].flatten())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
 
     def timed(fn):
         for _ in range(min(args.steps, 5)):  # warm-up (and compilation)
@@ -115,7 +126,8 @@ def main(argv=None):
         rows.append((name, sec, predictions, 2 * B * window))
         if args.compile == "on":
             torch.compiler.reset()
-    report(args, rows, walks, model.flops_per_step(B, T), peak_flops(device), B, T, model.cfg.context, batches.ahead)
+    report(args, rows, walks, model.flops_per_step(B, T), gpu.peak_flops(device, args.dtype), B, T,
+           model.cfg.context, batches.ahead)
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.profile:

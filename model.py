@@ -257,14 +257,3 @@ class Model(nn.Module):
         forward = 2 * (blocks + g + T * d * c.n_obs)  # + read-out
         return 3 * forward * batch
 
-
-# Dense bf16 peak FLOP/s of the GPUs whose MFU is reported (NVIDIA data sheets, SXM parts).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def peak_flops(device):
-    """The dense bf16 peak of the GPU `device`, or None (a CPU, or a GPU not in PEAK_FLOPS)."""
-    if torch.device(device).type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)

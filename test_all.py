@@ -904,9 +904,9 @@ def test_mean_se_over_seeds_and_pearson_r_on_known_values():
 
 
 def test_flags_a_run_may_change_on_resume_do_not_split_runs_into_settings():
-    # train.py's RESUMABLE flags (bar max_iters) do not change what a run learns; comparison must
+    # train.py's NEW_ON_RESUME flags (bar max_iters) do not change what a run learns; comparison must
     # not tell runs apart by them, or a checkpoint from before a new flag forms a group of its own
-    assert set(train.RESUMABLE) - {"max_iters"} <= compare.NOT_SETTINGS
+    assert set(train.NEW_ON_RESUME) - {"max_iters"} <= compare.NOT_SETTINGS
 
 
 def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):

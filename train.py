@@ -27,31 +27,33 @@ if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads: exit 130 at once, no traceback
 
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.distributed import destroy_process_group, init_process_group  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
+import gpu  # noqa: E402
 from env import Batches, GridWorld, memory_counts  # noqa: E402
-from model import Model, ModelConfig, peak_flops  # noqa: E402
+from model import Model, ModelConfig  # noqa: E402
 from nmda import ACTIVATIONS  # noqa: E402
 
 # Preset values fill every preset flag the command line leaves unset.
 PRESETS = {
     # The paper's task and model (Kim et al. 2023; the official release's sizes), for one GPU.
     # One pass trains every step of a 128-step walk: 256 walks are 32,768 predictions a step, 64
-    # times an official step, so the learning rate is 10x the official 1e-4 (README "Paper scale").
+    # times an official step, so the learning rate is 10x the official 1e-4 (RESULTS.md, paper scale).
     "paper": dict(size=11, n_obs=10, num_maps=32, n_layer=2, n_head=8, d_model=512, d_ff=2048,
                   d_rnn=128, context=64, walk_len=128, batch_size=256, lr=1e-3, warmup_iters=200,
-                  decay="cosine", dropout=0.1,
-                  max_iters=20000, eval_interval=500, eval_walks=512),
+                  decay="cosine", dropout=0.1, max_iters=20000, eval_interval=500, eval_walks=512),
     # For a 2-core CPU, minutes: a 7x7 grid, 4 maps, a narrow model and a short context (so that
-    # a third of the steps are reference-memory steps). README "Results" says how it was chosen.
+    # a third of the steps are reference-memory steps). RESULTS.md says how it was tuned.
     "small": dict(size=7, n_obs=10, num_maps=4, n_layer=2, n_head=4, d_model=64, d_ff=256,
                   d_rnn=32, context=16, walk_len=64, batch_size=64, lr=1e-2, warmup_iters=100,
                   decay="cosine", dropout=0.0, max_iters=2000, eval_interval=250, eval_walks=256),
 }
-# Flags a resumed run may be given anew; it keeps its own value of every other setting.
-RESUMABLE = ("max_iters", "eval_interval", "device", "dtype", "compile", "out_dir", "resume")
+# A resumed run takes its settings from its checkpoint, except these: the machine's (which follow
+# the machine it resumes on unless given) and how long and how often (which may be given anew).
+MACHINE = ("device", "dtype", "compile")
+NEW_ON_RESUME = MACHINE + ("max_iters", "eval_interval", "out_dir", "resume", "overwrite")
 # What a checkpoint holds, all of it needed to resume the run exactly.
 RESUME_KEYS = {"model", "model_config", "args", "optimizer", "scaler", "step", "loss_sum", "n_loss", "elapsed_s", "rng"}
 
@@ -62,8 +64,9 @@ def die(msg):
     sys.exit(2)
 
 
-def parse_args(argv):
-    """The flags, and the set of those the command line names."""
+# ---- settings -----------------------------------------------------------------------------------
+
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.error = die  # argparse's own complaints: one line, exit 2
     add, preset = p.add_argument, "(default: from --preset)"
@@ -90,7 +93,7 @@ def parse_args(argv):
     add("--lr", type=float, help=f"Adam's peak learning rate {preset}")
     add("--warmup_iters", type=int, help=f"steps of linear warm-up from 0 to --lr {preset}")
     add("--decay", choices=["cosine", "linear", "none"],
-        help=f"after the warm-up, the rate falls to --min_lr at --max_iters: cosine, linear, or none (stays at --lr) {preset}")
+        help=f"after the warm-up the rate falls to --min_lr at --max_iters along a cosine or a line, or stays {preset}")
     add("--min_lr", type=float, default=0.0, help="the rate at --max_iters (default: %(default)s)")
     add("--grad_clip", type=float, default=0.25, help="gradient-norm clip, 0: off (default: %(default)s)")
     add("--max_iters", type=int, help=f"optimizer steps {preset}")
@@ -99,17 +102,64 @@ def parse_args(argv):
     add("--seed", type=int, default=0, help="seed of the familiar maps, the walks and the weights (default: %(default)s)")
     add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1, ... (default: %(default)s)")
     add("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-        help="autocast precision; auto: bfloat16 on a GPU that has it, else float32")
-    add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for cuda")
+        help="autocast precision; auto: bfloat16 on a GPU of sm_80 or newer, float16 (loss-scaled) on older ones, "
+             "float32 on a CPU")
+    add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for a GPU")
     add("--out_dir", default="out", help="where ckpt.pt and log.csv go (default: %(default)s)")
     add("--resume", action="store_true", help="continue out_dir/ckpt.pt; --max_iters, --eval_interval, --device, "
                                              "--dtype and --compile may be given anew")
     add("--overwrite", action="store_true", help="start afresh even if out_dir/ckpt.pt exists")
+    return p
+
+
+def settle(argv):
+    """The run's settings and the checkpoint to resume (or None). One rule decides every setting:
+        a flag on the command line  >  the checkpoint's (with --resume)  >  the preset's  >  the default,
+    where a resumed run keeps none of the machine's settings (MACHINE), and 'auto' is then decided
+    for this machine. Every value is checked before anything is said about --out_dir."""
+    p = parser()
+    flags = vars(p.parse_args(argv))
     given = {a[2:].split("=")[0] for a in argv if a.startswith("--")}
-    return p.parse_args(argv), given
+    defaults = vars(p.parse_args([]))
+    ckpt = load_checkpoint(os.path.join(flags["out_dir"], "ckpt.pt")) if flags["resume"] else None
+    saved = {} if ckpt is None else {"warmup_iters": 0, "decay": "none",  # a run from before the schedule
+                                     **{k: v for k, v in ckpt["args"].items() if k not in MACHINE}}
+    if ckpt is not None:
+        fixed = sorted(k for k in given - set(NEW_ON_RESUME) if flags[k] != saved.get(k))
+        if fixed:
+            die(f"--{fixed[0]} cannot change when resuming: {flags['out_dir']}/ckpt.pt keeps its own settings "
+                f"(--{fixed[0]} {saved.get(fixed[0])}); start a new --out_dir to change it")
+    s = {**defaults, **saved, **{k: flags[k] for k in given}}
+    cuda = torch.cuda.is_available()
+    if s["device"] == "auto":
+        s["device"] = "cuda" if cuda else "cpu"
+    auto_preset = s["preset"] == "auto"
+    if auto_preset:
+        s["preset"] = "paper" if s["device"].startswith("cuda") else "small"
+    s = {**defaults, **PRESETS[s["preset"]], **saved, **{k: flags[k] for k in given},
+         "device": s["device"], "preset": s["preset"]}
+    args = argparse.Namespace(**s)
+    check(args, cuda)
+    dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))
+    args.dtype = dtype if args.dtype == "auto" else args.dtype
+    args.compile = compile_ if args.compile == "auto" else args.compile
+
+    ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
+    if ckpt is None and os.path.exists(ckpt_path) and not args.overwrite:
+        die(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to replace it, or another --out_dir")
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out_dir):
+            pass
+    except OSError as e:
+        die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
+    if auto_preset and ckpt is None:
+        print(f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
+              "here; pass --preset to choose)")
+    return args, ckpt
 
 
-def check(args):
+def check(args, cuda):
     """Every setting within its range; a message names the one flag at fault and its value."""
     if args.act not in ACTIVATIONS:
         die(f"--act {args.act!r} is unknown; choose from {', '.join(ACTIVATIONS)}")
@@ -131,49 +181,16 @@ def check(args):
             die(f"--{k} must be {allowed} (got {getattr(args, k)})")
     if args.d_model % args.n_head:
         die(f"--n_head {args.n_head} must divide --d_model {args.d_model}")
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        die(f"--device {args.device!r} is not available here; use auto or cpu")
-
-
-def settle(args, given):
-    """Fill the presets (or, with --resume, the checkpoint's settings) and resolve 'auto'. Returns
-    the settings and the checkpoint to resume, or None."""
-    ckpt_path, ckpt = os.path.join(args.out_dir, "ckpt.pt"), None
-    if args.resume:
-        ckpt = load_checkpoint(ckpt_path)
-        fixed = sorted(k for k in given - set(RESUMABLE) if getattr(args, k) != ckpt["args"].get(k))
-        if fixed:
-            die(f"--{fixed[0]} cannot change when resuming: {ckpt_path} keeps its own settings "
-                f"(--{fixed[0]} {ckpt['args'].get(fixed[0])}); start a new --out_dir to change it")
-        mine = {k: getattr(args, k) for k in given} | {"resume": True, "out_dir": args.out_dir}
-        before = {"warmup_iters": 0, "decay": "none", "min_lr": 0.0}  # a run made before the schedule: constant rate
-        args = argparse.Namespace(**{**before, **ckpt["args"], "device": "auto", "dtype": "auto", "compile": "auto",
-                                     **mine})
-    elif os.path.exists(ckpt_path) and not args.overwrite:
-        die(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to replace it, or another --out_dir")
-    auto_preset = args.preset == "auto"
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if auto_preset:
-        args.preset = "paper" if args.device.startswith("cuda") else "small"
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.dtype == "auto":
-        args.dtype = "bfloat16" if args.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
-    if args.compile == "auto":
-        args.compile = "on" if args.device.startswith("cuda") else "off"
-    check(args)
-    try:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out_dir):
-            pass
-    except OSError as e:
-        die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
-    if auto_preset and not args.resume:
-        print(f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
-              "here; pass --preset to choose)")
-    return args, ckpt
+    if args.device != "cpu":
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            device = None
+        if device is None or device.type != "cuda" or not cuda:
+            die(f"--device {args.device!r} is not available here; use auto or cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            die(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                f"cuda:{torch.cuda.device_count() - 1}")
 
 
 def get_lr(step, args):
@@ -189,6 +206,8 @@ def get_lr(step, args):
     left = 0.5 * (1 + math.cos(math.pi * done)) if args.decay == "cosine" else 1 - done  # 1 -> 0
     return args.min_lr + left * (args.lr - args.min_lr)
 
+
+# ---- checkpoints, evaluation, the step and the log ----------------------------------------------
 
 def load_checkpoint(path):
     """A checkpoint of train.py, read without running any code it may carry (weights_only)."""
@@ -228,6 +247,11 @@ def save_checkpoint(path, ckpt):
         die(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept")
 
 
+def rng_state(device):
+    """This process's random streams: the CPU's (dropout on a CPU, the initial weights) and the GPU's."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
 @torch.no_grad()
 def evaluate(model, env, args, autocast):
     """WM and RM error on familiar and novel maps, on the same walks at every evaluation."""
@@ -250,183 +274,19 @@ def evaluate(model, env, args, autocast):
     return out
 
 
-def main(argv=None):
-    # Ctrl-C (or SIGTERM) only asks to stop: the step in progress ends, the run is saved as it
-    # stands after it, and --resume goes on exactly from there. A second Ctrl-C stops at once.
-    signals = []
-
-    def request_stop(signum, frame):
-        signals.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
-    handlers = {s: signal.signal(s, request_stop) for s in watched}  # an ignored signal stays ignored
-    try:
-        train(argv, signals)
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-
-
-def train(argv, signals):
-    # ---- settings: flags, presets, or the checkpoint of a resumed run
-    args, given = parse_args(sys.argv[1:] if argv is None else argv)
-    args, ckpt = settle(args, given)
-    ckpt_path, log_path = os.path.join(args.out_dir, "ckpt.pt"), os.path.join(args.out_dir, "log.csv")
-
-    # ---- setup: data-parallel processes (torchrun sets RANK), device, precision, seeds
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank, world = 0, 1
-    if ddp:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        init_process_group(backend="nccl" if args.device.startswith("cuda") else "gloo")
-        if args.device.startswith("cuda"):
-            args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(args.device)
-        if args.batch_size % world:
-            die(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
-    master, device, ptdtype = rank == 0, torch.device(args.device), getattr(torch, args.dtype)
-    torch.manual_seed(args.seed)
-    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
-
-    # ---- model, optimizer and the stream of walks: fresh, or where the checkpoint left them
-    cfg = ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)})
-    try:
-        env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
-        model = Model(cfg).to(device)
-    except (RuntimeError, MemoryError) as e:  # sizes too large for this machine
-        die(f"the grid or model does not fit in memory (--size {args.size}, --num_maps {args.num_maps}, "
-            f"--n_obs {args.n_obs}, --d_model {args.d_model}, --d_ff {args.d_ff}): {type(e).__name__}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
-    part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
-    batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=part)
-    step, loss_sum, n_loss, elapsed = 0, torch.zeros((), device=device), 0, 0.0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step, n_loss, elapsed = ckpt["step"], ckpt["n_loss"], ckpt["elapsed_s"]
-        loss_sum += ckpt["loss_sum"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        same_kind = torch.device(ckpt["rng"]["device"]).type == device.type  # random states are per device type
-        if same_kind:
-            batches.load_state(ckpt["rng"]["walks"])
-            if device.type == "cuda":
-                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        if master:
-            print(f"resuming {ckpt_path} at step {step} of {args.max_iters}"
-                  + ("" if same_kind else "; on another kind of device, the random streams start afresh")
-                  + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
-            was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
-            if args.max_iters != was.max_iters and args.decay != "none" and step < args.max_iters:
-                print(f"--max_iters {was.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
-                      f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
-                      f"(it would have been {get_lr(step, was):.3g})")
-    if rank:  # dropout: every process its own masks (rank 0 keeps the stream of a single process)
-        torch.manual_seed(args.seed + rank + step)
-    flops_per_step = model.flops_per_step(args.batch_size, args.walk_len)
-    peak = peak_flops(device) and peak_flops(device) * world  # of the global batch's GPUs; None on a CPU
-    raw_model = model
-    if args.compile == "on":
-        model = torch.compile(model, dynamic=False)  # training sees one shape; evaluation runs raw_model
-    if ddp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler(enabled=ptdtype == torch.float16)
-    if ckpt is not None:
-        scaler.load_state_dict(ckpt["scaler"])
-
-    fresh = ckpt is None  # a fresh run (--overwrite too): its first checkpoint retires the old run's log
-
-    def checkpoint():
-        nonlocal fresh
-        if fresh and os.path.exists(log_path):
-            os.remove(log_path)
-        fresh = False
-        save_checkpoint(ckpt_path, dict(
-            model=raw_model.state_dict(), model_config=asdict(cfg), args=vars(args), step=step,
-            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
-            n_loss=n_loss, elapsed_s=elapsed + time.time() - t_start,
-            rng={"device": str(device), "walks": batches.state(), "torch": torch.get_rng_state(),
-                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}))
-
-    def train_step(obs, act, g0):
-        with autocast:
-            logits = model(obs[:, :-1], act, g0)  # (B, walk_len, n_obs): every step at once
-            loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if args.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.detach()
-
-    if master:
-        n_params = sum(p.numel() for p in raw_model.parameters())
-        print(f"{args.act} alpha={args.alpha:g} beta={args.beta:g} | {args.size}x{args.size} grid, "
-              f"{args.num_maps} maps, context {args.context} | {n_params / 1e6:.2f}M parameters | "
-              f"{args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}"
-              f"{f' x{world} processes' if ddp else ''}")
-        print(f"errors are arg-max error rates; chance is {1 - 1 / args.n_obs:.2f}. WM: the answer is in the "
-              "context; RM: it is not")
-
-    # ---- the training loop
-    first_step, stop = step, bool(signals)
-    t_start = t0 = time.time()
-    t0_step = step  # the step at t0: ms/step counts only the steps timed since
-    try:
-        while step < args.max_iters and not stop:
-            lr = get_lr(step, args)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum += train_step(*batches.next())
-            n_loss += 1
-            step += 1
-            stop = bool(signals) and not ddp  # data-parallel processes decide together, below
-            if step % args.eval_interval and step != args.max_iters:
-                continue
-            # ---- every eval_interval steps: the loss, an evaluation, a log line and a checkpoint
-            if ddp:  # every process's slice makes the global loss; all stop if any was signalled
-                flags = torch.tensor([loss_sum.item(), len(signals)], dtype=torch.float64, device=device)
-                torch.distributed.all_reduce(flags)
-                loss_sum.fill_(flags[0].item() / world)
-                stop = flags[1].item() > 0
-            mean_loss = loss_sum.item() / n_loss  # the one host-device sync per interval
-            if not math.isfinite(mean_loss):
-                kept = (f"the last good checkpoint is kept in {ckpt_path}" if os.path.exists(ckpt_path)
-                        else "no checkpoint was saved")
-                print(f"train.py: the loss is {mean_loss} near step {step}; stopped, and {kept}. Try a lower --lr",
-                      file=sys.stderr)
-                sys.exit(1)
-            ms = (time.time() - t0) * 1000 / (step - t0_step)
-            loss_sum.zero_()
-            n_loss = 0
-            if master:
-                m = evaluate(raw_model, env, args, autocast)
-                checkpoint()
-                mfu = f" | MFU {flops_per_step / (ms / 1000) / peak:.1%}" if peak else ""
-                print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
-                      f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
-                      f"{ms:.1f} ms/step{mfu} | ETA {ms * (args.max_iters - step) / 60000:.1f} min", flush=True)
-                append_log(log_path, dict(
-                    step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()}, lr=f"{lr:.4g}",
-                    ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
-            t0, t0_step = time.time(), step
-        if stop and step == first_step:
-            print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
-            sys.exit(130)
-        if stop:
-            if master:
-                checkpoint()
-                print(f"\ninterrupted: saved {ckpt_path} at step {step}; --resume goes on from there")
-            sys.exit(130)
-        if ddp:  # let every process finish together: rank 0 may still be evaluating and saving
-            torch.distributed.barrier()
-    finally:
-        if ddp:
-            destroy_process_group()
-    if master:
-        print(f"done: {ckpt_path} ({step} steps). Analyse it with: python analyze.py {args.out_dir}")
+def train_step(model, optimizer, scaler, autocast, grad_clip, obs, act, g0):
+    """One optimizer step on a batch of walks; returns the loss, left on the device (no sync)."""
+    with autocast:
+        logits = model(obs[:, :-1], act, g0)  # (B, walk_len, n_obs): every step at once
+        loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, 1:].flatten())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # float16: the loss scaled up so small gradients survive
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def append_log(path, row):
@@ -440,6 +300,193 @@ def append_log(path, row):
             w.writerow(row)
     except OSError as e:
         die(f"cannot write {path} ({e.strerror}); ckpt.pt is saved")
+
+
+# ---- the script ---------------------------------------------------------------------------------
+
+def main(argv=None):
+    # Ctrl-C (or SIGTERM) only asks to stop: the step in progress ends, the run is saved as it
+    # stands after it, and --resume goes on exactly from there. A second Ctrl-C stops at once.
+    signals = []
+
+    def request_stop(signum, frame):
+        signals.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    handlers = {s: signal.signal(s, request_stop) for s in watched}  # an ignored signal stays ignored
+    try:
+        train(sys.argv[1:] if argv is None else argv, signals)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def train(argv, signals):
+    # ---- settings: flags, the checkpoint of a resumed run, presets
+    args, ckpt = settle(argv)
+    ckpt_path, log_path = os.path.join(args.out_dir, "ckpt.pt"), os.path.join(args.out_dir, "log.csv")
+
+    # ---- setup: data-parallel processes (torchrun sets RANK), device, precision, seeds
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    if ddp:
+        if args.batch_size % world:
+            die(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
+        if args.device.startswith("cuda"):
+            local = int(os.environ["LOCAL_RANK"])
+            if local >= torch.cuda.device_count():
+                die(f"torchrun --nproc_per_node: {local + 1} or more processes, but {torch.cuda.device_count()} "
+                    "GPU(s) here; give at most one process per GPU")
+            args.device = f"cuda:{local}"
+            torch.cuda.set_device(args.device)
+        dist.init_process_group(backend="nccl" if args.device.startswith("cuda") else "gloo")
+    master, device, ptdtype = rank == 0, torch.device(args.device), getattr(torch, args.dtype)
+    if device.type == "cuda":
+        gpu.allow_tf32()
+    torch.manual_seed(args.seed)
+    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
+
+    # ---- model, optimizer and the stream of walks
+    cfg = ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)})
+    try:
+        env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
+        model = Model(cfg).to(device)  # the same initial weights in every process
+        if rank:  # but each process its own dropout masks (rank 0 keeps the stream of a single process)
+            torch.manual_seed(args.seed + rank)
+    except (RuntimeError, MemoryError) as e:  # sizes too large for this machine
+        die(f"the grid or model does not fit in memory (--size {args.size}, --num_maps {args.num_maps}, "
+            f"--n_obs {args.n_obs}, --d_model {args.d_model}, --d_ff {args.d_ff}): {type(e).__name__}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # float16 only
+    part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
+    batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=part)
+
+    # ---- init, or resume where the checkpoint left off
+    step, loss_sum, n_loss, elapsed = 0, torch.zeros((), device=device), 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"] and scaler.is_enabled():  # a float16 run going on in float16: its loss scale
+            scaler.load_state_dict(ckpt["scaler"])
+        step, n_loss, elapsed = ckpt["step"], ckpt["n_loss"], ckpt["elapsed_s"]
+        loss_sum += ckpt["loss_sum"]
+        same_kind = torch.device(ckpt["rng"]["device"]).type == device.type  # random states are per device type
+        mine = ckpt["rng"]["ranks"] if "ranks" in ckpt["rng"] else [ckpt["rng"]]  # one per process
+        if same_kind and len(mine) == world:
+            torch.set_rng_state(mine[rank]["torch"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(mine[rank]["cuda"], device)
+            batches.load_state(ckpt["rng"]["walks"])
+        if master:
+            print(f"resuming {ckpt_path} at step {step} of {args.max_iters}"
+                  + ("" if same_kind and len(mine) == world else
+                     "; on another kind of device or number of processes, the random streams start afresh")
+                  + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
+            was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
+            if args.max_iters != was.max_iters and args.decay != "none" and step < args.max_iters:
+                print(f"--max_iters {was.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
+                      f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
+                      f"(it would have been {get_lr(step, was):.3g})")
+    raw_model = model
+    if args.compile == "on":
+        model = torch.compile(model, dynamic=False)  # training sees one shape; evaluation runs raw_model
+    if ddp:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    flops_per_step = raw_model.flops_per_step(args.batch_size, args.walk_len)
+    peak = gpu.peak_flops(device, args.dtype)
+    peak = peak and peak * world  # the GPUs of the global batch; None on a CPU
+    if master:
+        n_params = sum(p.numel() for p in raw_model.parameters())
+        print(f"{args.act} alpha={args.alpha:g} beta={args.beta:g} | {args.size}x{args.size} grid, "
+              f"{args.num_maps} maps, context {args.context} | {n_params / 1e6:.2f}M parameters | "
+              f"{args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}"
+              f"{f' x{world} processes' if ddp else ''} | lr {args.lr:g}, {args.decay} after {args.warmup_iters} "
+              f"warm-up steps")
+        print(f"errors are arg-max error rates; chance is {1 - 1 / args.n_obs:.2f}. WM: the answer is in the "
+              "context; RM: it is not")
+
+    # ---- the training loop: a step; every eval_interval steps an evaluation, a checkpoint and a log line
+    start_step = step
+    retire_log = ckpt is None  # a fresh run (--overwrite too): its first checkpoint retires an old run's log
+    t_start = t_log = time.time()  # the process's start; the last log line (or the end of compilation)
+    steps_timed, stop = 0, bool(signals)  # steps since t_log; a stop was asked for
+    while step < args.max_iters and not stop:
+        if step == start_step and args.compile == "on" and master:
+            print("compiling the model (its first step)...", flush=True)
+        lr = get_lr(step, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum += train_step(model, optimizer, scaler, autocast, args.grad_clip, *batches.next())
+        n_loss += 1
+        step += 1
+        steps_timed += 1
+        stop = bool(signals) and not ddp  # data-parallel processes decide together, at the log line
+        if step == start_step + 1 and args.compile == "on":
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if master:
+                print(f"compiled in {time.time() - t_log:.0f} s", flush=True)
+            t_log, steps_timed = time.time(), 0  # compilation stays out of ms/step and the ETA
+        at_log = step % args.eval_interval == 0 or step == args.max_iters
+        if at_log:
+            if ddp:  # every process's slice makes the global loss; all stop if any was signalled
+                flags = torch.tensor([loss_sum.item(), len(signals)], dtype=torch.float64, device=device)
+                dist.all_reduce(flags)
+                loss_sum.fill_(flags[0].item() / world)
+                stop = flags[1].item() > 0
+            mean_loss = loss_sum.item() / n_loss  # the one host-device sync per interval
+            if not math.isfinite(mean_loss):
+                kept = (f"the last good checkpoint is kept in {ckpt_path}" if os.path.exists(ckpt_path)
+                        else "no checkpoint was saved")
+                print(f"train.py: the loss is {mean_loss} near step {step}; stopped, and {kept}. Try a lower --lr",
+                      file=sys.stderr)
+                sys.exit(1)
+            ms = (time.time() - t_log) * 1000 / max(steps_timed, 1)  # the steps alone
+            loss_sum.zero_()
+            n_loss = 0
+            m = evaluate(raw_model, env, args, autocast) if master else None
+            if retire_log and master and os.path.exists(log_path):
+                os.remove(log_path)
+            retire_log = False
+        if at_log or stop:  # every process hands rank 0 its random state; rank 0 writes the checkpoint
+            ranks = [rng_state(device)]
+            if ddp:
+                ranks = [None] * world
+                dist.all_gather_object(ranks, rng_state(device))
+            if master:
+                save_checkpoint(ckpt_path, dict(
+                    model=raw_model.state_dict(), model_config=asdict(cfg), args=vars(args), step=step,
+                    optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
+                    n_loss=n_loss, elapsed_s=elapsed + time.time() - t_start,
+                    rng={"device": str(device), "walks": batches.state(), "ranks": ranks}))
+        if at_log and master:
+            interval_s = time.time() - t_log  # the steps, the evaluation and the checkpoint
+            eta = interval_s / max(steps_timed, 1) * (args.max_iters - step) / 60
+            mfu = f" | MFU {flops_per_step / (ms / 1000) / peak:.1%}" if peak else ""
+            print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
+                  f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
+                  f"{ms:.1f} ms/step{mfu} | ETA {eta:.1f} min", flush=True)
+            append_log(log_path, dict(
+                step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()}, lr=f"{lr:.4g}",
+                ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
+        if at_log:
+            t_log, steps_timed = time.time(), 0
+
+    # ---- the end: finished, or stopped by a signal
+    if ddp:  # let every process finish together: rank 0 may still be evaluating and saving
+        dist.barrier()
+        dist.destroy_process_group()
+    if stop and step == start_step:
+        print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
+        sys.exit(130)
+    if stop:
+        if master:
+            print(f"\ninterrupted: saved {ckpt_path} at step {step}; --resume goes on from there")
+        sys.exit(130)
+    if master:
+        print(f"done: {ckpt_path} ({step} steps). Analyse it with: python analyze.py {args.out_dir}")
 
 
 if __name__ == "__main__":
