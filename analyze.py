@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, ra
                 shuffles=100, silence_walks=256, loop_walks=1024)
 QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
-METHOD = 6  # raise it when a change of method changes the numbers: older metrics.json are redone
+METHOD = 7  # raise it when a change of method changes the numbers: older metrics.json are redone
 TOKEN_CELL = 0.5  # a place cell is a token cell where the node's token explains this share of its rate map
 # Offsets from --seed of each part's own random stream.
 SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6,
@@ -102,6 +103,30 @@ def parse_args(argv=None):
     if opts.device != "cpu" and not (opts.device.startswith("cuda") and torch.cuda.is_available()):
         die(f"--device {opts.device!r} is not available here; use auto or cpu")
     return opts
+
+
+class Progress:
+    """Long work made visible on stderr: a line as a stage begins, then as its pieces end, at most
+    every `every` seconds (and at its last piece), with the time so far and about how long the stage
+    has left. Enough to tell slow from stuck; silent with quiet."""
+
+    def __init__(self, quiet=False, every=10.0):
+        self.quiet, self.every, self.t0 = quiet, every, time.time()
+
+    def stage(self, name, total):
+        self.name, self.total, self.done, self.t_stage, self.t_said = name, total, 0, time.time(), time.time()
+        if not self.quiet:
+            print(f"  {name} ({total}) | {time.time() - self.t0:.0f} s so far", file=sys.stderr, flush=True)
+
+    def tick(self):
+        self.done += 1
+        now = time.time()
+        if self.quiet or (now - self.t_said < self.every and self.done < self.total):
+            return
+        left = (now - self.t_stage) / self.done * max(self.total - self.done, 0)
+        print(f"  {self.name}: {self.done}/{self.total} | {now - self.t0:.0f} s so far"
+              + (f", about {left:.0f} s left of this part" if self.done < self.total else ""), file=sys.stderr, flush=True)
+        self.t_said = now
 
 
 def load_run(run_dir, device):
@@ -233,7 +258,7 @@ def unit_kinds(cfg):
 
 
 @torch.no_grad()
-def place_analysis(model, env, opts, gen, rng):
+def place_analysis(model, env, opts, gen, rng, progress):
     """Per familiar map 0..rate_maps-1: long walks and every unit's place.score_map; steps before the
     context is full are left out, so every lag unit is defined. A unit's score is its score averaged
     over maps, tested against its shuffles averaged over maps (shuffle j of every map). Returns the
@@ -241,6 +266,7 @@ def place_analysis(model, env, opts, gen, rng):
     unit's standard deviation over the steps (activity_sd); map 0's rate maps (rate) and tokens
     (tokens), the number of maps and the steps per map."""
     C, kinds, per_map = model.cfg.context, unit_kinds(model.cfg)[0], []
+    progress.stage("rate maps and shuffle tests, map by map", min(opts.rate_maps, env.num_maps))
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
         g0 = model.random_g0(opts.rate_walks, generator=gen, device=env.device)
@@ -250,13 +276,14 @@ def place_analysis(model, env, opts, gen, rng):
                                  opts.stability, least={"att": opts.att_spread / (C + 1)},
                                  node_obs=env.maps[m].cpu().numpy())
         per_map.append(dict(scores, activity_sd=units.flatten(0, 1).std(0).cpu().numpy()))
+        progress.tick()
     keys = ("si", "null", "silent", "unstable", "stability", "obs_share", "activity_sd")
     out = {key: np.mean([scores[key] for scores in per_map], 0) for key in keys}
     return dict(out, rate=per_map[0]["rate"], tokens=env.maps[0].cpu().numpy(), maps=len(per_map),
                 steps=nodes.numel())
 
 
-def silenced_errors(model, env, walk_len, opts):
+def silenced_errors(model, env, walk_len, opts, progress):
     """errors(silenced) -> (WM, RM error) on familiar maps with the FFN neurons `silenced` (indices,
     all layers pooled) zeroed: opts.silence_walks walks, the same walks and g0 every call."""
     n_layer = model.cfg.n_layer
@@ -272,6 +299,7 @@ def silenced_errors(model, env, walk_len, opts):
         finally:
             for h in hooks:
                 h.remove()
+        progress.tick()
         return np.array([r["wm_error"], r["rm_error"]])
     return errors
 
@@ -340,13 +368,16 @@ def analyze_run(run_dir, model, env, ckpt, opts):
     m = dict(run=run_dir, step=ckpt["step"], act=args["act"], alpha=args["alpha"], beta=args["beta"],
              num_maps=args["num_maps"], seed=args["seed"], chance=chance, walk_len=walk_len,
              analysis=settings(opts))
+    progress = Progress()
+    progress.stage("memory errors, familiar and novel maps", 2)
     for novel in (False, True):
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_errors" if novel else "errors"])
         r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, opts.max_se,
                         opts.max_walks)
         m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
+        progress.tick()
     gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["rate_maps"])
-    scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]))
+    scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]), progress)
     kinds, layers, names = unit_kinds(cfg)
     is_place = place.place_cells(scores["si"], scores["null"], opts.si_floor)
     is_token = is_place & (scores["obs_share"] >= TOKEN_CELL)  # a place cell whose map is mostly the token
@@ -367,11 +398,14 @@ def analyze_run(run_dir, model, env, ckpt, opts):
                                                          if is_place[here].any() else None)
     n_tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
     m["obs_share_chance"] = (np.mean(n_tokens) - 1) / (env.n_nodes - 1)  # ~ eta^2 of a map unrelated to them
+    progress.stage("loop closure, familiar and novel maps", 2)
     for novel in (False, True):
         m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts, novel)
+        progress.tick()
     m["loop_walks"] = opts.loop_walks
     ffn = kinds == "ffn"
-    m.update(silencing.silencing_test(silenced_errors(model, env, walk_len, opts), cfg.d_ff, cfg.n_layer,
+    progress.stage("silencing, condition by condition", silencing.conditions(cfg.n_layer))
+    m.update(silencing.silencing_test(silenced_errors(model, env, walk_len, opts, progress), cfg.d_ff, cfg.n_layer,
                                       scores["si"][ffn], scores["obs_share"][ffn], is_place[ffn],
                                       scores["activity_sd"][ffn],
                                       np.random.default_rng(opts.seed + SEEDS["silence_draws"])))
@@ -384,8 +418,8 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         files.update({"training.png": training} if training else {})
         files["rate_maps.png"] = plots.fig_rate_maps(scores, is_place, kinds, names, env.size)
         files["place_scores.png"] = plots.fig_scores(scores["si"], is_place, kinds, layers, cfg.n_layer)
-        files["silencing.png"] = plots.fig_silencing(m, silencing.FRACTIONS, silencing.DRAWS,
-                                                     cfg.n_layer * cfg.d_ff, chance)
+        silenced = plots.fig_silencing(m, silencing.FRACTIONS, silencing.DRAWS, cfg.n_layer * cfg.d_ff, chance)
+        files.update({"silencing.png": silenced} if silenced else {})
     return m, files
 
 
@@ -419,7 +453,7 @@ def summary(m, n_layer):
           f"novel {num('novel_loop_closure_accuracy')}")
     for fraction in silencing.FRACTIONS:
         tag = f"silence_{round(fraction * 100)}pct"
-        print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {m[tag + '_place_obs_share']:.2f}): most place-like "
+        print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {num(tag + '_place_obs_share')}): most place-like "
               f"WM {num(tag + '_place_wm_error')} RM {num(tag + '_place_rm_error')} | others of their layers "
               f"WM {num(tag + '_random_wm_error')} RM {num(tag + '_random_rm_error')}")
     for layer in range(n_layer):

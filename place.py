@@ -14,7 +14,12 @@ def rate_maps(activity, pos, n_nodes):
     visited) and occupancy (n_nodes,) in steps."""
     a, p = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(pos)
     occ = torch.bincount(p, minlength=n_nodes)
-    rate = torch.zeros(n_nodes, a.shape[1], device=a.device).index_add_(0, p, a) / occ.clamp(min=1)[:, None]
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # on a GPU index_add_ would add in any order: sums that differ run to run
+    try:
+        rate = torch.zeros(n_nodes, a.shape[1], device=a.device).index_add_(0, p, a) / occ.clamp(min=1)[:, None]
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     return rate.T.cpu().double().numpy(), occ.cpu().numpy()
 
 

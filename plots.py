@@ -129,14 +129,20 @@ def fig_scores(si, place, kinds, layers, n_layer):
 
 def fig_silencing(m, fractions, draws, n_ffn, chance):
     """Error against the share of FFN neurons silenced (fractions, of n_ffn): most place-like first,
-    or random (draws sets of each size)."""
+    or random (draws sets of each size). None where there are too few place cells for any share."""
     pct = [round(f * 100) for f in fractions]
+    if all(m[f"silence_{p}pct_place_rm_error"] is None for p in pct):
+        return None
+
+    def get(key):  # None (too few place cells for that share) is drawn as a gap
+        return [np.nan if m[key.format(p)] is None else m[key.format(p)] for p in pct]
+
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     for ax, mem in zip(axes, ("rm", "wm")):
-        ax.plot(pct, [m[f"silence_{p}pct_place_{mem}_error"] for p in pct], "C3o-",
+        ax.plot(pct, get("silence_{}pct_place_" + mem + "_error"), "C3o-",
                 label="most place-like (by score)")
-        ax.errorbar(pct, [m[f"silence_{p}pct_random_{mem}_error"] for p in pct],
-                    [m[f"silence_{p}pct_random_{mem}_error_sd"] for p in pct], fmt="C7s--", capsize=3,
+        ax.errorbar(pct, get("silence_{}pct_random_" + mem + "_error"),
+                    get("silence_{}pct_random_" + mem + "_error_sd"), fmt="C7s--", capsize=3,
                     label=f"others of the same layers,\nrandom (mean ± sd, {draws} draws)")
         ax.axhline(m[f"silence_none_{mem}_error"], color="k", lw=0.8, label="none silenced")
         ax.set(xscale="log", xlabel=f"% of the {n_ffn} FFN neurons silenced",

@@ -12,6 +12,11 @@ FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 DRAWS = 5  # random sets of each kind and size
 
 
+def conditions(n_layer):
+    """How many times silencing_test measures errors, at most (fewer where a condition has no neurons)."""
+    return 1 + len(FRACTIONS) * (1 + DRAWS) + n_layer * 2 * DRAWS
+
+
 def silence(model, masks):
     """Multiply layer l's FFN activation output by masks[l] (d_ff,) of 0/1; returns the hook handles
     (.remove() them to undo)."""
@@ -21,11 +26,16 @@ def silence(model, masks):
 
 def random_like(chosen, d_ff, n_layer, rng):
     """Random FFN neurons other than `chosen`, as many in each layer as `chosen` has there (indices
-    into all layers pooled: layer l holds l*d_ff .. (l+1)*d_ff - 1)."""
+    into all layers pooled: layer l holds l*d_ff .. (l+1)*d_ff - 1). Where `chosen` fills more than
+    half a layer, the layer has too few others: as many as it has are taken, and the rest are drawn
+    from the other layers' remaining neurons."""
     counts = np.bincount(chosen // d_ff, minlength=n_layer)
     others = np.setdiff1d(np.arange(n_layer * d_ff), chosen)
-    return np.concatenate([rng.choice(others[others // d_ff == layer], c, replace=False)
-                           for layer, c in enumerate(counts)])
+    drawn = [rng.choice(others[others // d_ff == layer], min(c, np.sum(others // d_ff == layer)), replace=False)
+             for layer, c in enumerate(counts)]
+    drawn = np.concatenate(drawn)
+    rest = np.setdiff1d(others, drawn)
+    return np.concatenate([drawn, rng.choice(rest, len(chosen) - len(drawn), replace=False)])
 
 
 def layer_halves(ffn_place, ffn_sd, d_ff, n_layer):
@@ -66,8 +76,15 @@ def silencing_test(errors, d_ff, n_layer, ffn_si, ffn_share, ffn_place, ffn_sd, 
 
     for fraction in FRACTIONS:
         k, tag = max(1, round(fraction * n_layer * d_ff)), f"silence_{round(fraction * 100)}pct"
-        chosen = np.argsort(-ffn_si)[:k]
-        out[f"{tag}_k"], out[f"{tag}_place_obs_share"] = k, ffn_share[chosen].mean()
+        out[f"{tag}_k"] = k
+        if ffn_place.sum() < k:  # fewer place cells than k: the most place-like would not all be place cells
+            for key in ("place_obs_share", "place_wm_error", "place_rm_error", "random_wm_error",
+                        "random_rm_error", "random_wm_error_sd", "random_rm_error_sd"):
+                out[f"{tag}_{key}"] = None
+            continue
+        place_cells = np.flatnonzero(ffn_place)
+        chosen = place_cells[np.argsort(-ffn_si[place_cells], kind="stable")[:k]]  # the k best place cells
+        out[f"{tag}_place_obs_share"] = ffn_share[chosen].mean()
         for layer, n in enumerate(np.bincount(chosen // d_ff, minlength=n_layer)):
             out[f"{tag}_k_layer{layer}"] = n  # how many of the most place-like are in each layer
         out[f"{tag}_place_wm_error"], out[f"{tag}_place_rm_error"] = errors(chosen)

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import analyze
 import bench
 import compare
+import gpu
 import place
 import silencing
 import train
@@ -461,7 +462,10 @@ def test_a_failed_save_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt", "log.csv"]  # and no half-written ckpt.pt.tmp
 
 
-def test_bad_flags_exit_2_with_one_line(tmp_path, capsys):
+def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # train.py's default --out_dir, out/, holds a run, as after the README's first command
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "ckpt.pt").write_bytes(b"a run")
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "ckpt.pt").write_bytes(b"not a checkpoint")
@@ -507,9 +511,11 @@ def test_a_non_finite_loss_before_any_checkpoint_says_none_was_saved(tmp_path, m
     assert not (tmp_path / "ckpt.pt").exists()
 
 
-def test_the_command_line_reports_bad_input_in_one_line():
-    r = subprocess.run([sys.executable, "train.py", "--alpha", "-1"], cwd=HERE, capture_output=True,
-                       text=True, timeout=120)
+def test_the_command_line_reports_bad_input_in_one_line(tmp_path):
+    (tmp_path / "out").mkdir()  # a run in out/, as after the README's first command: the flag is named first
+    (tmp_path / "out" / "ckpt.pt").write_bytes(b"a run")
+    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--alpha", "-1"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "train.py: error: --alpha must be in [0, 1e6] (got -1.0)"]
 
@@ -553,6 +559,152 @@ def test_two_process_data_parallel_gives_the_same_losses(tmp_path):
         assert abs(float(a["loss"]) - float(b["loss"])) < 2e-4, (a["loss"], b["loss"])
         for k in ("wm_error", "rm_error"):
             assert abs(float(a[k]) - float(b[k])) < 0.01, (k, a[k], b[k])
+
+
+def test_precision_and_compilation_for_each_gpu_generation():
+    assert gpu.auto_settings(None) == ("float32", "off")  # a CPU
+    assert gpu.auto_settings((7, 0)) == ("float16", "on")  # V100: bf16 only emulated
+    assert gpu.auto_settings((7, 5)) == ("float16", "on")  # T4, Colab's free GPU
+    assert gpu.auto_settings((8, 0)) == ("bfloat16", "on")  # A100
+    assert gpu.auto_settings((8, 6)) == ("bfloat16", "on")  # RTX 30xx
+    assert gpu.auto_settings((9, 0)) == ("bfloat16", "on")  # H100, H200
+    assert gpu.auto_settings((6, 0)) == ("float16", "off")  # P100: too old for inductor
+
+
+def test_peak_flops_follow_the_card_and_the_precision(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: NAME[0])
+    NAME = ["NVIDIA H100 80GB HBM3"]
+    assert gpu.peak_flops("cuda", "bfloat16") == 989e12 and gpu.peak_flops("cuda", "float32") == 495e12
+    NAME[0] = "NVIDIA H100 PCIe"
+    assert gpu.peak_flops("cuda", "bfloat16") == 756e12  # not the SXM part's
+    NAME[0] = "Tesla T4"
+    assert gpu.peak_flops("cuda", "float16") == 65e12 and gpu.peak_flops("cuda", "float32") == 8.1e12
+    NAME[0] = "Some Future GPU"
+    assert gpu.peak_flops("cuda") is None and gpu.peak_flops("cpu") is None
+
+
+def test_a_gpu_index_beyond_the_machine_is_named(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY[:-2] + ["--device", "cuda:7", "--out_dir", "unused"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err == ["train.py: error: --device 'cuda:7': this machine has 1 GPU(s), "
+                                         "cuda:0 to cuda:0"], err
+
+
+def test_resume_in_another_precision(tmp_path, capsys):
+    # float16 needs loss scaling, which a run made in float32 or bfloat16 never had: no state to load
+    common = TINY[:-2] + ["--device", "cpu", "--eval_interval", "2", "--out_dir", str(tmp_path)]
+    train.main(common + ["--max_iters", "2", "--dtype", "bfloat16"])
+    train.main(["--resume", "--out_dir", str(tmp_path), "--max_iters", "4", "--dtype", "float16"])
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["args"]["dtype"] == "float16" and ckpt["scaler"]["scale"] > 0  # the GradScaler ran, on the CPU
+    train.main(["--resume", "--out_dir", str(tmp_path), "--max_iters", "6", "--dtype", "float32"])
+    assert [r["step"] for r in read_log(tmp_path)] == ["2", "4", "6"]
+    assert all(math.isfinite(float(r["loss"])) for r in read_log(tmp_path))
+
+
+def test_a_four_layer_model_trains_and_is_analysed(tmp_path, capsys):
+    # the most place-like quarter of 4 layers can fill more than half of one: silencing still finds others
+    out = str(tmp_path / "deep")
+    train.main(TINY + ["--n_layer", "4", "--max_iters", "4", "--eval_interval", "2", "--out_dir", out])
+    analyze.main([out, "--quick"])
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert {f"ffn_place_cell_fraction_layer{i}" for i in range(4)} <= m.keys()
+    assert m["silence_25pct_k"] == 64 and "silence_layer3_k" in m
+    err = capsys.readouterr().err
+    assert "rate maps and shuffle tests" in err and "silencing" in err and "s so far" in err  # progress shown
+
+
+# ---- on a GPU: these run wherever CUDA is, and skip on a CPU ------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+PAPER_SHORT = ["--preset", "paper", "--batch_size", "32", "--eval_walks", "32", "--device", "cuda"]
+
+
+@cuda
+def test_cuda_compiled_paper_preset_matches_eager(tmp_path):
+    losses = {}
+    for mode in ("on", "off"):
+        argv = PAPER_SHORT + ["--max_iters", "20", "--eval_interval", "10", "--dropout", "0", "--compile", mode,
+                              "--out_dir", str(tmp_path / mode)]
+        r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *argv], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "TORCH_LOGS": "recompiles"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "Recompiling" not in r.stderr, r.stderr[-2000:]  # one shape, one graph
+        losses[mode] = [float(row["loss"]) for row in read_log(tmp_path / mode)]
+    # the same step in bf16 (or fp16), fused differently: the losses agree to the precision's rounding
+    assert losses["on"] == pytest.approx(losses["off"], rel=2e-2), losses
+
+
+@cuda
+def test_cuda_path_integration_equals_the_loop_in_values_and_gradients():
+    torch.manual_seed(0)
+    model = Model(ModelConfig(d_rnn=32, n_actions=5)).cuda()
+    with torch.no_grad():
+        model.W_a.normal_(0, 0.3)
+    act = torch.randint(5, (16, 40), device="cuda")
+    g0 = torch.randn(16, 32, device="cuda", requires_grad=True)
+    fast, loop = model.path_integrate(act, g0), model.path_integrate_loop(act, g0)
+    torch.testing.assert_close(fast, loop, rtol=1e-4, atol=1e-5)
+    w = torch.randn_like(fast)
+    grads = [torch.autograd.grad((g * w).sum(), (model.W_a, g0)) for g in (fast, loop)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+@cuda
+def test_cuda_interrupted_and_resumed_run_ends_the_same(tmp_path):
+    argv = PAPER_SHORT + ["--max_iters", "8", "--eval_interval", "4", "--compile", "off", "--dtype", "float32"]
+    train.main(argv + ["--out_dir", str(tmp_path / "straight")])
+    train.main(argv[:-2] + ["--max_iters", "4", "--dtype", "float32", "--out_dir", str(tmp_path / "resumed")])
+    train.main(["--resume", "--out_dir", str(tmp_path / "resumed"), "--max_iters", "8"])
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    # the same walks, dropout masks and schedule; cuBLAS may sum in another order: to float tolerance
+    assert [float(r["loss"]) for r in b] == pytest.approx([float(r["loss"]) for r in a], rel=1e-4)
+
+
+@cuda
+def test_cuda_resume_in_another_precision(tmp_path):
+    common = PAPER_SHORT + ["--compile", "off", "--eval_interval", "2", "--out_dir", str(tmp_path)]
+    train.main(common + ["--max_iters", "2", "--dtype", "bfloat16"])
+    train.main(["--resume", "--out_dir", str(tmp_path), "--max_iters", "4", "--dtype", "float16"])
+    train.main(["--resume", "--out_dir", str(tmp_path), "--max_iters", "6", "--dtype", "float32"])
+    assert [r["step"] for r in read_log(tmp_path)] == ["2", "4", "6"]
+
+
+@cuda
+def test_cuda_analysis_equals_the_cpu_analysis(tiny_runs, tmp_path):
+    numbers = {}
+    for device in ("cpu", "cuda"):
+        run = tmp_path / device
+        run.mkdir()
+        (run / "ckpt.pt").write_bytes((tiny_runs / "a" / "ckpt.pt").read_bytes())
+        analyze.main([str(run), "--quick", "--no_figures", "--device", device])
+        numbers[device] = json.load(open(run / "metrics.json"))
+    for key in ("wm_error", "rm_error", "novel_rm_error", "ffn_si_mean", "loop_closure_accuracy"):
+        assert numbers["cuda"][key] == pytest.approx(numbers["cpu"][key], abs=0.02), key
+
+
+@cuda
+def test_cuda_benchmark_of_the_paper_preset_prints_its_table(capsys):
+    bench.main(["--preset", "paper", "--steps", "3", "--device", "cuda"])
+    out = capsys.readouterr().out
+    assert out.count("predictions/s") == 2 and "MFU" in out and "peak GPU memory" in out
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_cuda_two_nccl_processes_give_the_losses_of_one(tmp_path):
+    argv = PAPER_SHORT + ["--max_iters", "6", "--eval_interval", "3", "--dropout", "0", "--compile", "off",
+                          "--dtype", "float32"]
+    train.main(argv + ["--out_dir", str(tmp_path / "one")])
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        os.path.join(HERE, "train.py"), *argv, "--out_dir", str(tmp_path / "two")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert [float(r["loss"]) for r in two] == pytest.approx([float(r["loss"]) for r in one], rel=1e-3)
 
 
 # ---- analyze.py ---------------------------------------------------------------------------------
@@ -780,6 +932,30 @@ def test_random_silencing_draws_as_many_from_each_layer():
         assert np.bincount(d // 512, minlength=3).tolist() == [1, 3, 2] and len(set(d)) == 6
         assert not set(d) & set(chosen)  # others than the chosen
     assert len(np.unique(np.concatenate(draws))) > 500  # random within the layers
+
+
+def test_random_silencing_takes_from_other_layers_what_a_full_layer_lacks():
+    rng = np.random.default_rng(0)
+    chosen = np.concatenate([np.arange(0, 8), [12]])  # d_ff 10, 3 layers: 8 of layer 0's 10, one of layer 1
+    for _ in range(100):
+        d = silencing.random_like(chosen, 10, 3, rng)
+        assert len(d) == len(set(d)) == 9 and not set(d) & set(chosen)
+        assert {8, 9} <= set(d) and np.sum(d >= 10) == 7  # all that layer 0 has left, the rest elsewhere
+
+
+def test_silencing_chooses_place_cells_only():
+    si = np.array([3.0, 2.5, 2.0, 1.0, 0.5, 0.1, 0.0, 0.0])  # neuron 1 scores high but is no place cell
+    place_cells = np.array([True, False, True, True, False, False, False, False])
+    share = np.array([0.1, 0.9, 0.3, 0.5, 0, 0, 0, 0])  # each neuron's eta^2: the mean names who was chosen
+
+    def errors(silenced):
+        return np.array([0.1, 0.5])
+    out = silencing.silencing_test(errors, 4, 2, si, share, place_cells, np.ones(8), np.random.default_rng(0))
+    assert out["silence_25pct_k"] == 2 and out["silence_25pct_place_obs_share"] == pytest.approx(0.2)  # 0 and 2
+    assert out["silence_1pct_place_obs_share"] == pytest.approx(0.1)  # the best place cell
+    fewer = silencing.silencing_test(errors, 4, 2, si, share, place_cells & (si > 2.2), np.ones(8),
+                                     np.random.default_rng(0))
+    assert fewer["silence_25pct_place_rm_error"] is None  # 1 place cell, k = 2: no padding with others
 
 
 def test_layer_halves_compare_place_cells_with_other_neurons_as_active():
