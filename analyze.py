@@ -409,13 +409,15 @@ def analyze_run(run_dir, model, env, ckpt, opts):
                                       scores["si"][ffn], scores["obs_share"][ffn], is_place[ffn],
                                       scores["activity_sd"][ffn],
                                       np.random.default_rng(opts.seed + SEEDS["silence_draws"])))
+    log = plots.read_log(os.path.join(run_dir, "log.csv"))
+    m.update(compare.learning_speed(log))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
     files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
     if not opts.no_figures:
         title = f"{run_dir}: {plots.act_label(args)}, {args['num_maps']} maps, seed {args['seed']}, step {ckpt['step']}"
-        training = plots.fig_training(os.path.join(run_dir, "log.csv"), chance, title)
-        files.update({"training.png": training} if training else {})
+        if log is not None:
+            files["training.png"] = plots.fig_training(log, chance, title)
         files["rate_maps.png"] = plots.fig_rate_maps(scores, is_place, kinds, names, env.size)
         files["place_scores.png"] = plots.fig_scores(scores["si"], is_place, kinds, layers, cfg.n_layer)
         silenced = plots.fig_silencing(m, silencing.FRACTIONS, silencing.DRAWS, cfg.n_layer * cfg.d_ff, chance)

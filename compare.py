@@ -26,7 +26,7 @@ NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", 
                 "eval_walks", "preset", "bench", "profile"}
 # The metrics of summary.csv, and the columns of the tables on stdout.
 SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction",
-           "ffn_token_cell_fraction", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean")
+           "ffn_token_cell_fraction", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean", "rm_auc")
 RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
                "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
                "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
@@ -37,6 +37,30 @@ def die(msg):
     """Bad input: one line on stderr, exit status 2."""
     print(f"compare.py: error: {msg}", file=sys.stderr)
     sys.exit(2)
+
+
+RM_THRESHOLDS = (0.5, 0.1)  # learning speed: when familiar RM error first reaches these
+
+
+def learning_speed(log):
+    """How fast a run stored its maps, from its training log (plots.read_log; None: no log): for
+    each of RM_THRESHOLDS, the first logged step, and the seconds of training until it, at which the
+    familiar RM error was at or below it (None: not reached); and rm_auc, the area under the RM
+    curve (trapezoids over the logged steps) over the steps it spans: the mean RM error over
+    training, lower for a run that learned sooner."""
+    out = {}
+    for threshold in RM_THRESHOLDS:
+        hit = np.flatnonzero(log["rm_error"] <= threshold) if log is not None else []
+        out[f"steps_to_rm_{threshold:g}"] = int(log["step"][hit[0]]) if len(hit) else None
+        out[f"seconds_to_rm_{threshold:g}"] = float(log["elapsed_s"][hit[0]]) if len(hit) else None
+    if log is None:
+        out["rm_auc"] = None
+    elif len(log["step"]) == 1:
+        out["rm_auc"] = float(log["rm_error"][0])
+    else:
+        step, rm = log["step"], log["rm_error"]
+        out["rm_auc"] = float(((rm[1:] + rm[:-1]) / 2 * np.diff(step)).sum() / (step[-1] - step[0]))
+    return out
 
 
 def mean_se(runs, key):
@@ -73,6 +97,11 @@ def seed_table(runs):
                    num_maps=args["num_maps"], seeds=len(rs))
         for k in SUMMARY:
             row[k], row[k + "_se"] = mean_se(rs, k)
+        for threshold in RM_THRESHOLDS:  # over the seeds that got there; how many did
+            reached = [r for r in rs if r["metrics"].get(f"steps_to_rm_{threshold:g}") is not None]
+            row[f"reached_rm_{threshold:g}"] = len(reached)
+            for k in (f"steps_to_rm_{threshold:g}", f"seconds_to_rm_{threshold:g}"):
+                row[k], row[k + "_se"] = mean_se(reached, k) if reached else (float("nan"), float("nan"))
         rows.append(row)
     return sorted(rows, key=lambda r: (r["num_maps"], r["act"] != "nmda", r["act"], r["alpha"]))
 
@@ -106,6 +135,20 @@ def print_tables(runs, summary_rows, chance):
         alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"
         cells = [f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}" for k in SUMMARY[:7]]
         print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(cells))
+    print("\nlearning speed, from each run's log.csv: the step at which familiar RM error first reached a "
+          "threshold (mean ± SE over the seeds that reached it), and the mean RM error over training (rm_auc):")
+    print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{'to RM <= ' + format(t, 'g'):>22}"
+                                                                       for t in RM_THRESHOLDS) + f"  {'rm_auc':>15}")
+    for r in summary_rows:
+        alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"
+        cells = []
+        for t in RM_THRESHOLDS:
+            n, k = r[f"reached_rm_{t:g}"], f"steps_to_rm_{t:g}"
+            spread = f" ± {r[k + '_se']:.0f}" if n > 1 else ""
+            cells.append(f"{r[k]:.0f}{spread} ({n}/{r['seeds']})" if n else f"not reached (0/{r['seeds']})")
+        auc = f"{r['rm_auc']:7.3f} ± {r['rm_auc_se']:.3f}" if r["seeds"] > 1 else f"{r['rm_auc']:15.3f}"
+        print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(f"{x:>22}" for x in cells)
+              + f"  {auc}")
 
 
 def compare(runs, out, figures=True):
@@ -127,6 +170,8 @@ def compare(runs, out, figures=True):
         files["errors_vs_alpha.png"] = fig_errors_vs_alpha(groups(nmda, ("alpha",)), chance)
         files["errors_by_activation.png"] = fig_errors_by_activation(gs, chance)
         files["place_score_vs_rm.png"] = fig_place_score_vs_rm(gs)
+        files["learning_curves.png"] = fig_learning_curves(gs, "activation", chance)
+        files["learning_curves_by_num_maps.png"] = fig_learning_curves(groups(runs, ("num_maps",)), "N", chance)
     files = {k: v for k, v in files.items() if v is not None}
     plots.write_all(out, files)
     print(f"wrote {', '.join(os.path.join(out, n) for n in files)}")
@@ -182,6 +227,49 @@ def fig_errors_by_activation(gs, chance):
         ax.set(ylabel="error rate (familiar maps)", ylim=(0, 1),
                title=f"error by activation ({label}; mean ± SE over seeds)")
         ax.legend(fontsize=8)
+    return png(fig)
+
+
+def fig_learning_curves(gs, by, chance):
+    """Familiar RM error against the optimizer step, a line per setting (the mean over its seeds,
+    with a band of ± one standard error), a panel per group of runs that differ in `by` alone
+    ('activation' or 'N'). None where no group holds two settings. Seeds are averaged over the
+    steps all their logs share."""
+    def setting(r):
+        return act_label(r["args"]) if by == "activation" else f"N = {r['args']['num_maps']}"
+
+    def order(r):
+        a = r["args"]
+        return (a["num_maps"],) if by == "N" else (a["act"] != "nmda", a["act"], a["alpha"], a["beta"])
+
+    panels = [(label, sorted(rs, key=order)) for label, rs in gs if len({setting(r) for r in rs}) > 1]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False, layout="constrained")
+    for ax, (label, rs) in zip(axes[0], panels):
+        names = list(dict.fromkeys(setting(r) for r in rs))
+        colours = plt.cm.viridis(np.linspace(0, 0.9, len(names))) if by == "N" else [f"C{i}" for i in range(10)]
+        for name, colour in zip(names, colours):
+            logs = [plots.read_log(os.path.join(r["dir"], "log.csv")) for r in rs if setting(r) == name]
+            logs = [log for log in logs if log is not None]
+            if not logs:
+                continue
+            steps = sorted(set.intersection(*(set(log["step"]) for log in logs)))
+            rm = np.array([[dict(zip(log["step"], log["rm_error"]))[s] for s in steps] for log in logs])
+            mean = rm.mean(0)
+            ax.plot(steps, mean, color=colour, label=f"{name} ({len(logs)} seed{'s' if len(logs) > 1 else ''})")
+            if len(logs) > 1:
+                se = rm.std(0, ddof=1) / math.sqrt(len(logs))
+                ax.fill_between(steps, mean - se, mean + se, color=colour, alpha=0.2, lw=0)
+        ax.axhline(chance, color="gray", ls=":", label="chance")
+        for threshold in RM_THRESHOLDS:
+            ax.axhline(threshold, color="0.8", lw=0.8)
+        ax.set(xlabel="optimizer step", ylabel="familiar RM error (training evaluations)", ylim=(0, 1),
+               title=label if len(label) < 80 else label[:77] + "...")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"learning curves by {by}: mean ± SE over seeds; grey lines at RM error "
+                 + " and ".join(f"{t:g}" for t in RM_THRESHOLDS))
     return png(fig)
 
 

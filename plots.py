@@ -50,20 +50,25 @@ def act_label(args):
     return f"nmda α={args['alpha']:g}{beta}" if args["act"] == "nmda" else args["act"]
 
 
-def fig_training(log_path, chance, title):
-    """Loss and the four error rates of a run's log.csv against the optimizer step, or None (and a
-    line on stderr) if the log is missing or unreadable: the training curves are a bonus."""
+LOG_COLUMNS = ("step", "loss", "wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "elapsed_s")
+
+
+def read_log(log_path):
+    """A run's log.csv as columns of floats (LOG_COLUMNS), or None (and a line on stderr) if it is
+    missing or unreadable: the training curves are a bonus, never a reason to stop."""
     try:
         with open(log_path) as f:
             rows = list(csv.DictReader(f))
         assert rows, "empty"
-        step = [float(r["step"]) for r in rows]
-        curves = {key: [float(r[key]) for r in rows] for key in ("loss", "wm_error", "rm_error", "novel_wm_error",
-                                                                 "novel_rm_error")}
+        return {key: np.array([float(r[key]) for r in rows]) for key in LOG_COLUMNS}
     except (OSError, KeyError, ValueError, TypeError, AssertionError) as e:
-        print(f"analyze.py: no training.png: {log_path} is missing or unreadable ({type(e).__name__})",
-              file=sys.stderr)
+        print(f"no training curves: {log_path} is missing or unreadable ({type(e).__name__})", file=sys.stderr)
         return None
+
+
+def fig_training(log, chance, title):
+    """Loss and the four error rates of a run's log (read_log) against the optimizer step."""
+    step, curves = log["step"], log
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     a0.plot(step, curves["loss"], "k-")
     a0.set(xlabel="optimizer step", ylabel="training loss (cross-entropy, nats)", title="loss")

@@ -1070,6 +1070,17 @@ def test_unwritable_output_and_foreign_metrics_exit_2_with_one_line(tiny_runs, t
         assert e.value.code == 2 and len(err) == 1 and needle in err[0], err
 
 
+def test_learning_speed_of_a_known_curve():
+    log = {"step": np.array([100.0, 200, 300, 400]), "rm_error": np.array([0.8, 0.45, 0.2, 0.05]),
+           "elapsed_s": np.array([10.0, 20, 30, 40])}
+    speed = compare.learning_speed(log)
+    assert speed["steps_to_rm_0.5"] == 200 and speed["seconds_to_rm_0.5"] == 20.0 and speed["steps_to_rm_0.1"] == 400
+    assert speed["rm_auc"] == pytest.approx((62.5 + 32.5 + 12.5) / 300)  # trapezoids over 300 steps
+    flat = compare.learning_speed({**log, "rm_error": np.full(4, 0.6)})
+    assert flat["steps_to_rm_0.5"] is None and flat["seconds_to_rm_0.1"] is None and flat["rm_auc"] == pytest.approx(0.6)
+    assert compare.learning_speed(None) == dict.fromkeys(flat)  # no log: every figure None
+
+
 def test_mean_se_over_seeds_and_pearson_r_on_known_values():
     runs = [{"metrics": {"rm_error": v}} for v in (1.0, 2.0, 3.0)]
     assert compare.mean_se(runs, "rm_error") == (2.0, pytest.approx(1 / math.sqrt(3)))  # sd 1 over sqrt 3
@@ -1101,7 +1112,7 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
         assert os.path.getsize(os.path.join(a, f)) > 1000
     rows = open(tmp_path / "runs.csv").read().splitlines()
     assert len(rows) == 3 and rows[0].startswith("run,") and "wm_error" in rows[0]
-    for f in ("errors_vs_alpha.png", "errors_by_activation.png", "place_score_vs_rm.png"):
+    for f in ("errors_vs_alpha.png", "errors_by_activation.png", "place_score_vs_rm.png", "learning_curves.png"):
         assert os.path.getsize(tmp_path / f) > 1000
     out = capsys.readouterr().out
     assert a in out and b in out and "Pearson" in out
