@@ -25,7 +25,7 @@ import compare
 import place
 import plots
 import silencing
-from env import GridWorld, memory_counts
+from env import GridWorld, ideal_observer, memory_counts
 from model import Model, ModelConfig
 
 # Flags left unset take DEFAULTS, or QUICK with --quick.
@@ -37,7 +37,7 @@ METHOD = 7  # raise it when a change of method changes the numbers: older metric
 TOKEN_CELL = 0.5  # a place cell is a token cell where the node's token explains this share of its rate map
 # Offsets from --seed of each part's own random stream.
 SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6,
-             novel_loop=7)
+             novel_loop=7, ideal=8)
 NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions", "seed", "context",
                "walk_len", "d_rnn")
 
@@ -369,13 +369,18 @@ def analyze_run(run_dir, model, env, ckpt, opts):
              num_maps=args["num_maps"], seed=args["seed"], chance=chance, walk_len=walk_len,
              analysis=settings(opts))
     progress = Progress()
-    progress.stage("memory errors, familiar and novel maps", 2)
+    progress.stage("memory errors: familiar maps, novel maps, the ideal observer", 3)
     for novel in (False, True):
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_errors" if novel else "errors"])
         r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, opts.max_se,
                         opts.max_walks)
         m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
         progress.tick()
+    gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["ideal"])  # the least RM error this context allows
+    r = error_rates(ideal_observer(env, cfg.context), env, cfg.context, walk_len, gen, False, opts.max_se,
+                    opts.max_walks, batch=max(1, 4096 // walk_len))
+    m["ideal_rm_error"], m["ideal_rm_error_se"] = r["rm_error"], r["rm_error_se"]
+    progress.tick()
     gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["rate_maps"])
     scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]), progress)
     kinds, layers, names = unit_kinds(cfg)
@@ -436,6 +441,8 @@ def summary(m, n_layer):
         print(f"  {name:8s}  WM {num(pre + 'wm_error')} ± {num(pre + 'wm_error_se')} ({m[pre + 'wm_steps']} steps)"
               f"   RM {num(pre + 'rm_error')} ± {num(pre + 'rm_error_se')} ({m[pre + 'rm_steps']} steps)"
               f"   [{m[pre + 'walks']} walks]")
+    print(f"  the ideal observer (knows the maps, sees what the model sees): familiar RM {num('ideal_rm_error')} "
+          f"± {num('ideal_rm_error_se')}, the least this context allows")
     layers = ", ".join(f"layer {i} {m[f'ffn_place_cell_fraction_layer{i}']:.1%}" for i in range(n_layer))
     print(f"  place cells ({m['rate_maps']} maps x {m['rate_steps_per_map']} steps, {m['shuffles']} shuffles): "
           f"FFN {m['ffn_place_cell_fraction']:.1%} ({layers}), attention {m['att_place_cell_fraction']:.1%}, "

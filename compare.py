@@ -261,7 +261,13 @@ def fig_learning_curves(gs, by, chance):
             if len(logs) > 1:
                 se = rm.std(0, ddof=1) / math.sqrt(len(logs))
                 ax.fill_between(steps, mean - se, mean + se, color=colour, alpha=0.2, lw=0)
+            ideal = [r["metrics"].get("ideal_rm_error") for r in rs if setting(r) == name]
+            if by == "N" and None not in ideal:  # the floor differs with N; with the activation it does not
+                ax.axhline(np.mean(ideal), color=colour, ls="--", lw=0.8)
         ax.axhline(chance, color="gray", ls=":", label="chance")
+        ideal = [r["metrics"].get("ideal_rm_error") for r in rs]
+        if by == "activation" and None not in ideal:
+            ax.axhline(np.mean(ideal), color="k", ls="--", lw=0.8, label="the ideal observer")
         for threshold in RM_THRESHOLDS:
             ax.axhline(threshold, color="0.8", lw=0.8)
         ax.set(xlabel="optimizer step", ylabel="familiar RM error (training evaluations)", ylim=(0, 1),
@@ -269,7 +275,8 @@ def fig_learning_curves(gs, by, chance):
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
     fig.suptitle(f"learning curves by {by}: mean ± SE over seeds; grey lines at RM error "
-                 + " and ".join(f"{t:g}" for t in RM_THRESHOLDS))
+                 + " and ".join(f"{t:g}" for t in RM_THRESHOLDS) + "; dashed: the ideal observer's RM error "
+                 "(analyze.py), the least the context allows")
     return png(fig)
 
 

@@ -13,6 +13,8 @@ there is no "stay" and the move is uniform over the neighbours.
 Node index = row * size + column; row 0 is the top (north) row.
 """
 
+import math
+
 import torch
 
 # (d_row, d_col) of each action. With 5 actions: 0 stay, 1 east, 2 south, 3 north, 4 west.
@@ -99,6 +101,44 @@ def memory_counts(wrong, pos, context):
     wrong (B, steps), True where a prediction of pos[:, t+1]'s observation was wrong."""
     wm = visited_in_context(pos, context)
     return torch.stack([(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)], 1)
+
+
+def ideal_observer(env, context):
+    """predict(obs, act, pos, maps) -> (B, T) tokens, the Bayes-optimal prediction on familiar maps for
+    an observer who knows the N maps and sees what the model sees: every action since the walk began
+    (what g integrates) and the last `context` observations. A hypothesis is a map m and a start node
+    p; its weight is the probability of the actions from p (each move uniform over the legal ones),
+    if the path stays on the grid and the observations in the window match map m along it, else 0.
+    The prediction is the token with the most weight at the target node. Its WM error is 0; its RM
+    error is the least any model with this context can reach on familiar maps: the rest cannot be
+    known from the window. (It does not know novel maps: use it on familiar walks only.)"""
+    moves = torch.tensor(MOVES[5 - env.n_actions:], device=env.device)  # (n_actions, 2): d_row, d_col
+    nodes = torch.arange(env.n_nodes, device=env.device)
+    start = torch.stack([nodes // env.size, nodes % env.size], 1)  # (n_nodes, 2)
+    log_options = (env.next_node >= 0).sum(1).float().log()  # (n_nodes,): log of the legal moves there
+
+    def predict(obs, act, pos, maps):
+        B, T = act.shape
+        path = torch.cat([torch.zeros_like(moves[act[:, :1]]), moves[act].cumsum(1)], 1)  # (B, T+1, 2) from start
+        where = start + path[:, :, None]  # (B, T+1, n_nodes, 2): position at each step, for each start node
+        inside = ((where >= 0) & (where < env.size)).all(-1)
+        node = (where.clamp(0, env.size - 1) * torch.tensor([env.size, 1], device=env.device)).sum(-1)
+        off_grid = torch.cumsum(~inside, 1) > 0  # (B, T+1, n_nodes): the path left the grid by step t
+        log_p = -torch.cumsum(log_options[node], 1)  # log P(act[0..t] | start), valid while on the grid
+        mismatch = [(env.maps[:, node[:, s]] != obs[:, s, None]).int() for s in range(T)]  # (M, B, n_nodes) each
+        window = torch.zeros_like(mismatch[0], dtype=torch.int32)
+        pred = torch.empty(B, T, dtype=torch.long, device=env.device)
+        for t in range(T):
+            window += mismatch[t]
+            if t >= context:
+                window -= mismatch[t - context]  # observations t-context+1..t
+            logw = torch.where((window == 0) & ~off_grid[None, :, t + 1], log_p[None, :, t], -math.inf)
+            w = logw.transpose(0, 1).flatten(1).softmax(1)  # (B, M * n_nodes)
+            target = env.maps[:, node[:, t + 1]].transpose(0, 1).flatten(1)  # (B, M * n_nodes): the token there
+            votes = torch.zeros(B, env.n_obs, device=env.device).scatter_add_(1, target, w)
+            pred[:, t] = votes.argmax(1)
+        return pred
+    return predict
 
 
 class Batches:

@@ -24,7 +24,7 @@ import gpu
 import place
 import silencing
 import train
-from env import Batches, GridWorld, visited_in_context
+from env import Batches, GridWorld, ideal_observer, visited_in_context
 from model import Model, ModelConfig, PathIntegration
 from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 
@@ -760,6 +760,26 @@ def test_context_only_predictor_has_zero_wm_and_chance_rm_error():
     r = rates(context_only(8), novel=True)
     assert r["wm_error"] == 0
     assert abs(r["rm_error"] - 0.9) < 4 * r["rm_error_se"], r
+
+
+def test_ideal_observer_knows_a_map_of_distinct_tokens_from_one_observation():
+    env = GridWorld(size=3, n_obs=9, num_maps=1, seed=0)
+    env.maps[0] = torch.randperm(9, generator=torch.Generator().manual_seed(0))  # every node its own token
+    r = analyze.error_rates(ideal_observer(env, 1), env, 1, 30, torch.Generator().manual_seed(1), max_se=0,
+                            max_walks=64)
+    assert r["wm_error"] == 0 and r["rm_error"] == 0 and r["rm_steps"] > 500
+
+
+def test_ideal_observer_is_never_wrong_on_wm_and_gains_from_context():
+    env = GridWorld(size=5, n_obs=10, num_maps=3, seed=0)
+    rm = {}
+    for context in (2, 8):
+        r = analyze.error_rates(ideal_observer(env, context), env, context, 40, torch.Generator().manual_seed(7),
+                                max_se=0, max_walks=256, batch=100)  # the walks of rates()
+        assert r["wm_error"] == 0  # the answer is in the window, and every consistent hypothesis agrees on it
+        rm[context] = r["rm_error"]
+    guess = rates(context_only(8), novel=False)  # the same walks: the last token seen there, else token 0
+    assert rm[8] < rm[2] < 0.9 and rm[8] < guess["rm_error"], (rm, guess["rm_error"])
 
 
 def test_sampling_stops_once_standard_errors_are_small():
