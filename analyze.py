@@ -461,12 +461,12 @@ def summary(m, n_layer):
     print(f"  loop closure accuracy: familiar {num('loop_closure_accuracy')}, "
           f"novel {num('novel_loop_closure_accuracy')}")
     for fraction in silencing.FRACTIONS:
-        tag = f"silence_{round(fraction * 100)}pct"
+        tag = silencing.tag(fraction=fraction)
         print(f"  {tag} ({m[tag + '_k']} FFN, eta^2 {num(tag + '_place_obs_share')}): most place-like "
               f"WM {num(tag + '_place_wm_error')} RM {num(tag + '_place_rm_error')} | others of their layers "
               f"WM {num(tag + '_random_wm_error')} RM {num(tag + '_random_rm_error')}")
     for layer in range(n_layer):
-        tag = f"silence_layer{layer}"
+        tag = silencing.tag(layer=layer)
         print(f"  {tag} ({m[tag + '_k']} of its active place cells | of its active others, median sd "
               f"{num(tag + '_place_activity_sd')} | {num(tag + '_other_activity_sd')}): "
               f"WM {num(tag + '_place_wm_error')} | {num(tag + '_other_wm_error')}, "

@@ -47,8 +47,15 @@ class ModelConfig:
     tem_t: bool = False  # q, k from the position part only; v from the sensory part only
 
 
+def split_tokens(x, dim=1):
+    """The token sequence is [T observation tokens ; T query tokens] along `dim`: (observation part,
+    query part). The one place that knows the layout; Model.forward builds it."""
+    T = x.shape[dim] // 2
+    return x.narrow(dim, 0, T), x.narrow(dim, T, T)
+
+
 class PathIntegration(torch.autograd.Function):
-    """g[:, t+1] = tanh(g_t + W_{a_t} g_t) for t = 0..T-1 with g[:, 0] = g0, in W's precision, and its
+    """g[:, t+1] = tanh(g_t + W_{a_t} g_t) for t = 0..T-1 with g[:, 0] = g0, in W's dtype, and its
     backward written out (backpropagation through time). With h_{t+1} = g_t + W_{a_t} g_t and dg_t
     the loss's whole gradient with respect to g_t:
         dh_{t+1} = dg_{t+1} * (1 - g_{t+1}^2)
@@ -61,14 +68,17 @@ class PathIntegration(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, act, g0, W):
+        # act (B, T) action indices, g0 (B, d) row vectors, W (A, d, d) with W[a] @ g the move of action a
         with torch.autocast(g0.device.type, enabled=False):  # a recurrence: in W's precision, not bf16
             g0 = g0.to(W.dtype)
             (B, T), (A, d, _) = act.shape, W.shape
-            every_action = W.permute(2, 0, 1).reshape(d, A * d)  # g @ it = [W_0 g, W_1 g, ...]
-            pick = act[:, :, None, None].expand(B, T, 1, d)  # each walk's action at each step
+            # For row vectors, (W_a g)^T = g^T W_a^T: every_action[j, a*d + i] = W[a, i, j], so that
+            # g @ every_action (B, A*d) holds [W_0 g, W_1 g, ...], every action's move at once.
+            every_action = W.permute(2, 0, 1).reshape(d, A * d)
+            pick = act[:, :, None, None].expand(B, T, 1, d)  # (B, T, 1, d): each walk's action at each step
             g = [g0]
             for t in range(T):
-                moved = (g[-1] @ every_action).view(B, A, d).gather(1, pick[:, t]).squeeze(1)
+                moved = (g[-1] @ every_action).view(B, A, d).gather(1, pick[:, t]).squeeze(1)  # (B, d): W_{a_t} g_t
                 g.append(torch.tanh(g[-1] + moved))
             g = torch.stack(g, 1)  # (B, T+1, d)
         ctx.save_for_backward(act, W, g)
@@ -80,15 +90,17 @@ class PathIntegration(torch.autograd.Function):
         with torch.autocast(g.device.type, enabled=False):
             grad_g = grad_g.to(W.dtype)
             (B, T), (A, d, _) = act.shape, W.shape
-            every_action_t = W.permute(1, 0, 2).reshape(d, A * d)  # dh @ it = [W_0^T dh, W_1^T dh, ...]
-            pick = act[:, :, None, None].expand(B, T, 1, d)
+            # The transposes this time: every_action_t[i, a*d + j] = W[a, i, j], so that
+            # dh @ every_action_t (B, A*d) holds [W_0^T dh, W_1^T dh, ...].
+            every_action_t = W.permute(1, 0, 2).reshape(d, A * d)
+            pick = act[:, :, None, None].expand(B, T, 1, d)  # (B, T, 1, d), as in forward
             slope = 1 - g[:, 1:] ** 2  # tanh' at every step, (B, T, d)
-            dg, dh = grad_g[:, T], [None] * T
+            dg, dh = grad_g[:, T], [None] * T  # dg (B, d): the whole gradient at g_{t+1}, from the last step back
             for t in reversed(range(T)):
-                dh[t] = dg * slope[:, t]
+                dh[t] = dg * slope[:, t]  # (B, d): at h_{t+1}, before the tanh
                 if t == 0 and not ctx.needs_input_grad[1]:
                     break  # g0 needs no gradient: the last product is not needed
-                back = (dh[t] @ every_action_t).view(B, A, d).gather(1, pick[:, t]).squeeze(1)
+                back = (dh[t] @ every_action_t).view(B, A, d).gather(1, pick[:, t]).squeeze(1)  # (B, d): W_{a_t}^T dh
                 dg = grad_g[:, t] + dh[t] + back
             dh = torch.stack(dh, 1).flatten(0, 1)  # (B*T, d)
             g_prev, act = g[:, :T].flatten(0, 1), act.flatten()
@@ -113,7 +125,6 @@ class Attention(nn.Module):
         """x (B, 2T, d): T observation tokens, then T query tokens; mask (T, 2T) from
         Model.attention_mask. Returns the update of every token, or of the query tokens alone."""
         B, S, d = x.shape
-        T = S // 2
         if self.tem_t:
             q, k = self.qk(pos_emb).split(d, dim=2)
             v = self.v(x[..., d // 2:])
@@ -122,7 +133,7 @@ class Attention(nn.Module):
         q, k, v = (z.view(B, S, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
         # An observation token attends to itself alone: its softmax is 1, its output its own value.
         # Only the query tokens need attention proper, over [observations ; queries].
-        q = q[:, :, T:]  # (B, H, T, hd)
+        q = split_tokens(q, 2)[1]  # (B, H, T, hd): the queries' queries
         if rec is None:  # fused kernel: training and evaluation
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
         else:  # the same computation, spelled out so the attention weights can be read
@@ -131,7 +142,7 @@ class Attention(nn.Module):
             rec.setdefault("att", []).append(att)
             y = att @ v
         if not queries_only:
-            y = torch.cat([v[:, :, :T], y], 2)  # (B, H, 2T, hd)
+            y = torch.cat([split_tokens(v, 2)[0], y], 2)  # (B, H, 2T, hd): observation tokens get their values
         y = y.transpose(1, 2).reshape(B, -1, d)
         return self.dropout(self.proj(y))
 
@@ -160,10 +171,10 @@ class Block(nn.Module):
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
 
     def forward(self, x, pos_emb, mask, rec=None, queries_only=False):
-        """queries_only: the last block, whose observation-token outputs nobody reads, updates and
-        returns the query tokens alone."""
+        """x (B, 2T, d) -> (B, 2T, d); or, with queries_only, (B, T, d): the last block, whose
+        observation-token outputs nobody reads, updates and returns the query tokens alone."""
         update = self.attn(self.ln1(x), pos_emb, mask, rec, queries_only)
-        x = (x[:, x.shape[1] // 2:] if queries_only else x) + update
+        x = (split_tokens(x)[1] if queries_only else x) + update
         return x + self.mlp(self.ln2(x), rec)
 
 
@@ -182,7 +193,8 @@ class Model(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.n_obs, bias=False)
 
     def path_integrate(self, act, g0):
-        """g (B, T+1, d_rnn): g[:, 0] = g0 and g[:, t+1] = tanh(g_t + W_{act_t} g_t), in float32.
+        """g (B, T+1, d_rnn): g[:, 0] = g0 and g[:, t+1] = tanh(g_t + W_{act_t} g_t), in W's dtype
+        (float32 under autocast: autocast leaves parameters as they are).
 
         The same function as path_integrate_loop, with values and gradients the tests compare, but
         a handful of kernels a step and one matrix product for the weight gradient (PathIntegration)."""
@@ -223,7 +235,9 @@ class Model(nn.Module):
             g0 = self.random_g0(B, device=obs.device)
         g = self.path_integrate(act, g0)  # (B, T+1, d_rnn)
         pos_emb = F.relu(self.g_proj(g))  # (B, T+1, d/2)
-        pos_emb = torch.cat([pos_emb[:, :T], pos_emb[:, 1:]], 1)  # obs t: g_t; query t: g_{t+1}
+        # The token sequence [observations ; queries] (split_tokens): observation token t carries
+        # (g_t, obs_t); query token t carries (g_{t+1}, QUERY) and asks for obs_{t+1}.
+        pos_emb = torch.cat([pos_emb[:, :T], pos_emb[:, 1:]], 1)  # (B, 2T, d/2)
         query = torch.full_like(obs, cfg.n_obs)
         x = torch.cat([pos_emb, self.obs_emb(torch.cat([obs, query], 1))], 2)  # (B, 2T, d)
         mask = self.attention_mask(T, obs.device)
@@ -232,8 +246,9 @@ class Model(nn.Module):
             x = block(x, pos_emb, mask, inner, queries_only=i == len(self.blocks) - 1)
         if rec is not None:  # keep the query tokens' part
             rec["g"] = g
-            rec["ffn"] = [h[:, -T:] for h in inner["ffn"]]  # the last block holds queries alone
-            rec["att"] = [a[..., :T] for a in inner["att"]]
+            rec["ffn"] = [split_tokens(h)[1] if h.shape[1] == 2 * T else h  # the last block holds queries alone
+                          for h in inner["ffn"]]
+            rec["att"] = [split_tokens(a, 3)[0] for a in inner["att"]]  # the weights on observation tokens
         return self.head(self.ln_f(x))  # (B, T, n_obs)
 
     def flops_per_step(self, batch, T):

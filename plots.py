@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+import silencing  # noqa: E402
+
 
 def png(fig):
     """The figure as PNG bytes; the figure is closed."""
@@ -136,20 +138,20 @@ def fig_silencing(m, fractions, draws, n_ffn, chance):
     """Error against the share of FFN neurons silenced (fractions, of n_ffn): most place-like first,
     or random (draws sets of each size). None where there are too few place cells for any share."""
     pct = [round(f * 100) for f in fractions]
-    if all(m[f"silence_{p}pct_place_rm_error"] is None for p in pct):
+    if all(m[silencing.tag(fraction=f) + "_place_rm_error"] is None for f in fractions):
         return None
 
     def get(key):  # None (too few place cells for that share) is drawn as a gap
-        return [np.nan if m[key.format(p)] is None else m[key.format(p)] for p in pct]
+        values = [m[silencing.tag(fraction=f) + key] for f in fractions]
+        return [np.nan if v is None else v for v in values]
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     for ax, mem in zip(axes, ("rm", "wm")):
-        ax.plot(pct, get("silence_{}pct_place_" + mem + "_error"), "C3o-",
+        ax.plot(pct, get(f"_place_{mem}_error"), "C3o-",
                 label="most place-like (by score)")
-        ax.errorbar(pct, get("silence_{}pct_random_" + mem + "_error"),
-                    get("silence_{}pct_random_" + mem + "_error_sd"), fmt="C7s--", capsize=3,
+        ax.errorbar(pct, get(f"_random_{mem}_error"), get(f"_random_{mem}_error_sd"), fmt="C7s--", capsize=3,
                     label=f"others of the same layers,\nrandom (mean ± sd, {draws} draws)")
-        ax.axhline(m[f"silence_none_{mem}_error"], color="k", lw=0.8, label="none silenced")
+        ax.axhline(m[f"{silencing.tag()}_{mem}_error"], color="k", lw=0.8, label="none silenced")
         ax.set(xscale="log", xlabel=f"% of the {n_ffn} FFN neurons silenced",
                ylabel="error rate (familiar maps)", title=f"{mem.upper()} error (chance {chance:.2f})")
         ax.set_xticks(pct, [str(p) for p in pct])

@@ -12,6 +12,14 @@ FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 DRAWS = 5  # random sets of each kind and size
 
 
+def tag(fraction=None, layer=None):
+    """The prefix of a condition's keys in metrics.json, made here alone: tag(fraction=0.25) is
+    'silence_25pct' (test 1 below), tag(layer=0) is 'silence_layer0' (test 2), tag() 'silence_none'."""
+    if fraction is not None:
+        return f"silence_{round(fraction * 100)}pct"
+    return "silence_none" if layer is None else f"silence_layer{layer}"
+
+
 def conditions(n_layer):
     """How many times silencing_test measures errors, at most (fewer where a condition has no neurons)."""
     return 1 + len(FRACTIONS) * (1 + DRAWS) + n_layer * 2 * DRAWS
@@ -67,7 +75,7 @@ def silencing_test(errors, d_ff, n_layer, ffn_si, ffn_share, ffn_place, ffn_sd, 
        DRAWS times (layer_halves). Keys: silence_layer0_k, silence_layer0_place_activity_sd (the
        group's median), silence_layer0_place_rm_error and its _sd, silence_layer0_other_rm_error, ...
        (None where a layer lacks either group)."""
-    out = dict(zip(("silence_none_wm_error", "silence_none_rm_error"), errors([])))
+    out = dict(zip((tag() + "_wm_error", tag() + "_rm_error"), errors([])))
 
     def put(prefix, draws):  # draws (n, 2): WM and RM error of each draw -> their mean and sd
         for j, mem in enumerate(("wm", "rm")):
@@ -75,25 +83,25 @@ def silencing_test(errors, d_ff, n_layer, ffn_si, ffn_share, ffn_place, ffn_sd, 
             out[f"{prefix}_{mem}_error_sd"] = draws[:, j].std(ddof=1)
 
     for fraction in FRACTIONS:
-        k, tag = max(1, round(fraction * n_layer * d_ff)), f"silence_{round(fraction * 100)}pct"
-        out[f"{tag}_k"] = k
+        k, pre = max(1, round(fraction * n_layer * d_ff)), tag(fraction=fraction)
+        out[f"{pre}_k"] = k
         if ffn_place.sum() < k:  # fewer place cells than k: the most place-like would not all be place cells
             for key in ("place_obs_share", "place_wm_error", "place_rm_error", "random_wm_error",
                         "random_rm_error", "random_wm_error_sd", "random_rm_error_sd"):
-                out[f"{tag}_{key}"] = None
+                out[f"{pre}_{key}"] = None
             continue
         place_cells = np.flatnonzero(ffn_place)
         chosen = place_cells[np.argsort(-ffn_si[place_cells], kind="stable")[:k]]  # the k best place cells
-        out[f"{tag}_place_obs_share"] = ffn_share[chosen].mean()
+        out[f"{pre}_place_obs_share"] = ffn_share[chosen].mean()
         for layer, n in enumerate(np.bincount(chosen // d_ff, minlength=n_layer)):
-            out[f"{tag}_k_layer{layer}"] = n  # how many of the most place-like are in each layer
-        out[f"{tag}_place_wm_error"], out[f"{tag}_place_rm_error"] = errors(chosen)
-        put(f"{tag}_random", np.array([errors(random_like(chosen, d_ff, n_layer, rng)) for _ in range(DRAWS)]))
+            out[f"{pre}_k_layer{layer}"] = n  # how many of the most place-like are in each layer
+        out[f"{pre}_place_wm_error"], out[f"{pre}_place_rm_error"] = errors(chosen)
+        put(f"{pre}_random", np.array([errors(random_like(chosen, d_ff, n_layer, rng)) for _ in range(DRAWS)]))
     for layer, (place_cells, others, k) in enumerate(layer_halves(ffn_place, ffn_sd, d_ff, n_layer)):
-        out[f"silence_layer{layer}_k"] = k
+        out[tag(layer=layer) + "_k"] = k
         for name, pool in (("place", place_cells), ("other", others)):
-            out[f"silence_layer{layer}_{name}_activity_sd"] = np.median(ffn_sd[pool]) if len(pool) else None
-            put(f"silence_layer{layer}_{name}",
+            out[f"{tag(layer=layer)}_{name}_activity_sd"] = np.median(ffn_sd[pool]) if len(pool) else None
+            put(f"{tag(layer=layer)}_{name}",
                 np.array([errors(rng.choice(pool, k, replace=False)) for _ in range(DRAWS)]) if k
                 else np.full((2, 2), np.nan))
     return out
