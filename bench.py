@@ -24,7 +24,7 @@ from model import Model, ModelConfig
 SIZES = {
     "paper": dict(model=ModelConfig(), size=11, num_maps=32, walk_len=128, batch_size=256),
     "small": dict(model=ModelConfig(n_head=4, d_model=64, d_ff=256, d_rnn=32, context=16, dropout=0.0),
-                  size=7, num_maps=4, walk_len=64, batch_size=64),
+                  size=7, num_maps=4, walk_len=64, batch_size=32),
 }
 
 

@@ -47,8 +47,8 @@ PRESETS = {
     # For a 2-core CPU, minutes: a 7x7 grid, 4 maps, a narrow model and a short context (so that
     # a third of the steps are reference-memory steps). RESULTS.md says how it was tuned.
     "small": dict(size=7, n_obs=10, num_maps=4, n_layer=2, n_head=4, d_model=64, d_ff=256,
-                  d_rnn=32, context=16, walk_len=64, batch_size=64, lr=1e-2, warmup_iters=100,
-                  decay="cosine", dropout=0.0, max_iters=2000, eval_interval=250, eval_walks=256),
+                  d_rnn=32, context=16, walk_len=64, batch_size=32, lr=5e-3, warmup_iters=200,
+                  decay="cosine", dropout=0.0, max_iters=4500, eval_interval=250, eval_walks=256),
 }
 # A resumed run takes its settings from its checkpoint, except these: the machine's (which follow
 # the machine it resumes on unless given) and how long and how often (which may be given anew).
