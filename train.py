@@ -302,6 +302,54 @@ def append_log(path, row):
         die(f"cannot write {path} ({e.strerror}); ckpt.pt is saved")
 
 
+def distributed(args):
+    """(ddp, rank, world): under torchrun (which sets RANK) join the other processes, one GPU each
+    (NCCL) or CPU processes (gloo); else a single process."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 1
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if args.batch_size % world:
+        die(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
+    if args.device.startswith("cuda"):
+        local = int(os.environ["LOCAL_RANK"])
+        if local >= torch.cuda.device_count():
+            die(f"torchrun --nproc_per_node: {local + 1} or more processes, but {torch.cuda.device_count()} "
+                "GPU(s) here; give at most one process per GPU")
+        args.device = f"cuda:{local}"
+        torch.cuda.set_device(args.device)
+    dist.init_process_group(backend="nccl" if args.device.startswith("cuda") else "gloo")
+    return True, rank, world
+
+
+def restore(ckpt, args, model, optimizer, scaler, batches, rank, world):
+    """Put the model, the optimizer, the loss scale, the random streams and the stream of walks
+    back where the checkpoint left them; say so. Returns (step, n_loss, elapsed_s)."""
+    device = next(model.parameters()).device
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt["scaler"] and scaler.is_enabled():  # a float16 run going on in float16: its loss scale
+        scaler.load_state_dict(ckpt["scaler"])
+    step = ckpt["step"]
+    same_kind = torch.device(ckpt["rng"]["device"]).type == device.type  # random states are per device type
+    mine = ckpt["rng"]["ranks"] if "ranks" in ckpt["rng"] else [ckpt["rng"]]  # one per process
+    if same_kind and len(mine) == world:
+        torch.set_rng_state(mine[rank]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(mine[rank]["cuda"], device)
+        batches.load_state(ckpt["rng"]["walks"])
+    if rank == 0:
+        print(f"resuming {args.out_dir}/ckpt.pt at step {step} of {args.max_iters}"
+              + ("" if same_kind and len(mine) == world else
+                 "; on another kind of device or number of processes, the random streams start afresh")
+              + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
+        was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
+        if args.max_iters != was.max_iters and args.decay != "none" and step < args.max_iters:
+            print(f"--max_iters {was.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
+                  f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
+                  f"(it would have been {get_lr(step, was):.3g})")
+    return step, ckpt["n_loss"], ckpt["elapsed_s"]
+
+
 # ---- the script ---------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -328,19 +376,7 @@ def train(argv, signals):
     ckpt_path, log_path = os.path.join(args.out_dir, "ckpt.pt"), os.path.join(args.out_dir, "log.csv")
 
     # ---- setup: data-parallel processes (torchrun sets RANK), device, precision, seeds
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
-    if ddp:
-        if args.batch_size % world:
-            die(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
-        if args.device.startswith("cuda"):
-            local = int(os.environ["LOCAL_RANK"])
-            if local >= torch.cuda.device_count():
-                die(f"torchrun --nproc_per_node: {local + 1} or more processes, but {torch.cuda.device_count()} "
-                    "GPU(s) here; give at most one process per GPU")
-            args.device = f"cuda:{local}"
-            torch.cuda.set_device(args.device)
-        dist.init_process_group(backend="nccl" if args.device.startswith("cuda") else "gloo")
+    ddp, rank, world = distributed(args)
     master, device, ptdtype = rank == 0, torch.device(args.device), getattr(torch, args.dtype)
     if device.type == "cuda":
         gpu.allow_tf32()
@@ -365,29 +401,8 @@ def train(argv, signals):
     # ---- init, or resume where the checkpoint left off
     step, loss_sum, n_loss, elapsed = 0, torch.zeros((), device=device), 0, 0.0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt["scaler"] and scaler.is_enabled():  # a float16 run going on in float16: its loss scale
-            scaler.load_state_dict(ckpt["scaler"])
-        step, n_loss, elapsed = ckpt["step"], ckpt["n_loss"], ckpt["elapsed_s"]
+        step, n_loss, elapsed = restore(ckpt, args, model, optimizer, scaler, batches, rank, world)
         loss_sum += ckpt["loss_sum"]
-        same_kind = torch.device(ckpt["rng"]["device"]).type == device.type  # random states are per device type
-        mine = ckpt["rng"]["ranks"] if "ranks" in ckpt["rng"] else [ckpt["rng"]]  # one per process
-        if same_kind and len(mine) == world:
-            torch.set_rng_state(mine[rank]["torch"])
-            if device.type == "cuda":
-                torch.cuda.set_rng_state(mine[rank]["cuda"], device)
-            batches.load_state(ckpt["rng"]["walks"])
-        if master:
-            print(f"resuming {ckpt_path} at step {step} of {args.max_iters}"
-                  + ("" if same_kind and len(mine) == world else
-                     "; on another kind of device or number of processes, the random streams start afresh")
-                  + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
-            was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
-            if args.max_iters != was.max_iters and args.decay != "none" and step < args.max_iters:
-                print(f"--max_iters {was.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
-                      f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
-                      f"(it would have been {get_lr(step, was):.3g})")
     raw_model = model
     if args.compile == "on":
         model = torch.compile(model, dynamic=False)  # training sees one shape; evaluation runs raw_model
