@@ -245,7 +245,8 @@ def fig_learning_curves(gs, by, chance):
     panels = [(label, sorted(rs, key=order)) for label, rs in gs if len({setting(r) for r in rs}) > 1]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(8, 6 * len(panels)), 4.6), squeeze=False,
+                             layout="constrained")
     for ax, (label, rs) in zip(axes[0], panels):
         names = list(dict.fromkeys(setting(r) for r in rs))
         colours = plt.cm.viridis(np.linspace(0, 0.9, len(names))) if by == "N" else [f"C{i}" for i in range(10)]
@@ -275,8 +276,8 @@ def fig_learning_curves(gs, by, chance):
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
     fig.suptitle(f"learning curves by {by}: mean ± SE over seeds; grey lines at RM error "
-                 + " and ".join(f"{t:g}" for t in RM_THRESHOLDS) + "; dashed: the ideal observer's RM error "
-                 "(analyze.py), the least the context allows")
+                 + " and ".join(f"{t:g}" for t in RM_THRESHOLDS) + ";\ndashed: the ideal observer's RM error "
+                 "(analyze.py), the least the context allows", fontsize=10)
     return png(fig)
 
 
