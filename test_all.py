@@ -707,6 +707,32 @@ def test_cuda_two_nccl_processes_give_the_losses_of_one(tmp_path):
     assert [float(r["loss"]) for r in two] == pytest.approx([float(r["loss"]) for r in one], rel=1e-3)
 
 
+def test_more_processes_than_gpus_is_named(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as e:
+        train.distributed(argparse.Namespace(batch_size=8, device="cuda"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--nproc_per_node" in err[0] and "1 GPU(s)" in err[0], err
+
+
+def test_two_process_resume_is_the_same_run(tmp_path):
+    # each process draws its own dropout masks; the checkpoint keeps every process's random state
+    argv = TINY + ["--eval_interval", "3", "--dropout", "0.1", "--seed", "3", "--decay", "none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*args):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "train.py", *args], cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    torchrun(*argv, "--max_iters", "6", "--out_dir", str(tmp_path / "straight"))
+    torchrun(*argv, "--max_iters", "3", "--out_dir", str(tmp_path / "resumed"))
+    torchrun("--resume", "--max_iters", "6", "--out_dir", str(tmp_path / "resumed"))
+    assert [r["loss"] for r in read_log(tmp_path / "resumed")] == [r["loss"] for r in read_log(tmp_path / "straight")]
+
+
 # ---- analyze.py ---------------------------------------------------------------------------------
 
 SMALL = dict(d_model=16, d_ff=32, d_rnn=8)
