@@ -21,6 +21,7 @@ import analyze
 import bench
 import compare
 import gpu
+import memory
 import place
 import silencing
 import train
@@ -766,7 +767,7 @@ def context_only(context):
 def rates(predict, novel, walks=256, walk_len=40, context=8):
     env = GridWorld(size=5, n_obs=10, num_maps=3, seed=0)
     gen = torch.Generator().manual_seed(7)
-    return analyze.error_rates(predict, env, context, walk_len, gen, novel, max_se=0, max_walks=walks, batch=100)
+    return memory.error_rates(predict, env, context, walk_len, gen, novel, max_se=0, max_walks=walks, batch=100)
 
 
 @pytest.mark.parametrize("novel", [False, True])
@@ -791,7 +792,7 @@ def test_context_only_predictor_has_zero_wm_and_chance_rm_error():
 def test_ideal_observer_knows_a_map_of_distinct_tokens_from_one_observation():
     env = GridWorld(size=3, n_obs=9, num_maps=1, seed=0)
     env.maps[0] = torch.randperm(9, generator=torch.Generator().manual_seed(0))  # every node its own token
-    r = analyze.error_rates(ideal_observer(env, 1), env, 1, 30, torch.Generator().manual_seed(1), max_se=0,
+    r = memory.error_rates(ideal_observer(env, 1), env, 1, 30, torch.Generator().manual_seed(1), max_se=0,
                             max_walks=64)
     assert r["wm_error"] == 0 and r["rm_error"] == 0 and r["rm_steps"] > 500
 
@@ -800,7 +801,7 @@ def test_ideal_observer_is_never_wrong_on_wm_and_gains_from_context():
     env = GridWorld(size=5, n_obs=10, num_maps=3, seed=0)
     rm = {}
     for context in (2, 8):
-        r = analyze.error_rates(ideal_observer(env, context), env, context, 40, torch.Generator().manual_seed(7),
+        r = memory.error_rates(ideal_observer(env, context), env, context, 40, torch.Generator().manual_seed(7),
                                 max_se=0, max_walks=256, batch=100)  # the walks of rates()
         assert r["wm_error"] == 0  # the answer is in the window, and every consistent hypothesis agrees on it
         rm[context] = r["rm_error"]
@@ -810,22 +811,22 @@ def test_ideal_observer_is_never_wrong_on_wm_and_gains_from_context():
 
 def test_sampling_stops_once_standard_errors_are_small():
     env, gen = GridWorld(size=5, num_maps=3), torch.Generator().manual_seed(0)
-    r = analyze.error_rates(oracle, env, 8, 40, gen, max_se=0.005, max_walks=10000, batch=50)
+    r = memory.error_rates(oracle, env, 8, 40, gen, max_se=0.005, max_walks=10000, batch=50)
     assert r["walks"] == 50  # zero error: SE 0 after the first batch
-    r = analyze.error_rates(constant, env, 8, 40, torch.Generator().manual_seed(0), True, 0.01, 10000, batch=20)
+    r = memory.error_rates(constant, env, 8, 40, torch.Generator().manual_seed(0), True, 0.01, 10000, batch=20)
     assert max(r["wm_error_se"], r["rm_error_se"]) < 0.01 and 20 < r["walks"] < 10000
     # one batch fewer (the same walks) had not got there yet
-    r = analyze.error_rates(constant, env, 8, 40, torch.Generator().manual_seed(0), True, 0, r["walks"] - 20, batch=20)
+    r = memory.error_rates(constant, env, 8, 40, torch.Generator().manual_seed(0), True, 0, r["walks"] - 20, batch=20)
     assert max(r["wm_error_se"], r["rm_error_se"]) >= 0.01
 
 
 def test_cluster_se_with_one_step_per_walk_is_the_binomial_se():
     wrong = np.random.default_rng(0).random(400) < 0.3
-    p, se = analyze.cluster_se(wrong.astype(float), np.ones(400))
+    p, se = memory.cluster_se(wrong.astype(float), np.ones(400))
     assert p == wrong.mean()
     assert se == pytest.approx(math.sqrt(p * (1 - p) / 400 * 400 / 399))
     # two walks, 1 of 1 and 0 of 3 steps wrong: p = 1/4, residuals +-0.75, SE = sqrt(2 * 1.125) / 4
-    assert analyze.cluster_se(np.array([1.0, 0.0]), np.array([1.0, 3.0])) == pytest.approx((0.25, 0.375))
+    assert memory.cluster_se(np.array([1.0, 0.0]), np.array([1.0, 3.0])) == pytest.approx((0.25, 0.375))
 
 
 # ---- place cells on synthetic units
@@ -945,8 +946,8 @@ def test_chunked_long_walk_equals_unchunked():
     model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
     obs, act, pos, _ = env.walk(3, 37, generator=torch.Generator().manual_seed(1))
     g0 = torch.randn(3, 8) / math.sqrt(8)
-    whole_logits, whole_units = analyze.forward_chunked(model, obs[:, :-1], act, g0, chunk=1000, record=True)
-    logits, units = analyze.forward_chunked(model, obs[:, :-1], act, g0, chunk=8, record=True)  # 6 chunks
+    whole_logits, whole_units = memory.forward_chunked(model, obs[:, :-1], act, g0, chunk=1000, record=True)
+    logits, units = memory.forward_chunked(model, obs[:, :-1], act, g0, chunk=8, record=True)  # 6 chunks
     assert logits.shape == (3, 37, 10) and units.shape == whole_units.shape
     assert torch.allclose(logits, whole_logits, atol=1e-5) and torch.allclose(units, whole_units, atol=1e-5)
     with torch.no_grad():
@@ -959,7 +960,7 @@ def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
     rec = {}
     with torch.no_grad():
         model(obs[:, :-1], act, torch.zeros(2, 8) + 0.1, rec)
-    units = analyze.unit_activity(rec, 4)  # (B, T, U)
+    units = memory.unit_activity(rec, 4)  # (B, T, U)
     kinds, layers, names = analyze.unit_kinds(model.cfg)
     assert units.shape[2] == len(kinds) == 2 * 32 + 2 * 2 * 4 + 8
     u = names.index("att L1 H1 lag 2")
@@ -1046,7 +1047,7 @@ def test_silencing_hook_zeroes_exactly_the_named_units():
 @pytest.mark.parametrize("n_actions", [4, 5])
 def test_loop_walks_return_to_the_loop_start_by_legal_moves(n_actions):
     env = GridWorld(size=4, num_maps=2, n_actions=n_actions, seed=0)
-    obs, act, pos, maps = analyze.loop_walks(env, 300, 6, torch.Generator().manual_seed(0), novel=True)
+    obs, act, pos, maps = memory.loop_walks(env, 300, 6, torch.Generator().manual_seed(0), novel=True)
     assert act.shape == (300, 10) and pos.shape == (300, 11)
     assert torch.equal(env.next_node[pos[:, :-1], act], pos[:, 1:])  # every move legal and as recorded
     assert torch.equal(pos[:, -1], pos[:, -5])
