@@ -26,7 +26,8 @@ NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", 
                 "eval_walks", "preset", "bench", "profile"}
 # The metrics of summary.csv, and the columns of the tables on stdout.
 SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction",
-           "ffn_token_cell_fraction", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean", "rm_auc")
+           "ffn_token_cell_fraction", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean", "rm_auc",
+           "ideal_rm_error", "loop_closure_accuracy", "novel_loop_closure_accuracy")
 RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
                "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
                "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
