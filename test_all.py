@@ -676,16 +676,18 @@ def test_cuda_resume_in_another_precision(tmp_path):
 
 
 @cuda
-def test_cuda_analysis_equals_the_cpu_analysis(tiny_runs, tmp_path):
-    numbers = {}
+def test_cuda_analysis_agrees_with_the_cpu_analysis(tiny_runs, tmp_path):
+    # a CUDA generator draws other walks than a CPU one: the error rates agree within their standard errors
+    m = {}
     for device in ("cpu", "cuda"):
         run = tmp_path / device
         run.mkdir()
         (run / "ckpt.pt").write_bytes((tiny_runs / "a" / "ckpt.pt").read_bytes())
-        analyze.main([str(run), "--quick", "--no_figures", "--device", device])
-        numbers[device] = json.load(open(run / "metrics.json"))
-    for key in ("wm_error", "rm_error", "novel_rm_error", "ffn_si_mean", "loop_closure_accuracy"):
-        assert numbers["cuda"][key] == pytest.approx(numbers["cpu"][key], abs=0.02), key
+        analyze.main([str(run), "--quick", "--max_se", "0.01", "--max_walks", "4000", "--no_figures", "--device", device])
+        m[device] = json.load(open(run / "metrics.json"))
+    for key in ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ideal_rm_error"):
+        se = math.hypot(m["cpu"][key + "_se"], m["cuda"][key + "_se"])
+        assert abs(m["cuda"][key] - m["cpu"][key]) < 4 * se + 1e-9, (key, m["cpu"][key], m["cuda"][key], se)
 
 
 @cuda
