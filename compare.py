@@ -246,11 +246,16 @@ def fig_learning_curves(gs, by, chance):
     panels = [(label, sorted(rs, key=order)) for label, rs in gs if len({setting(r) for r in rs}) > 1]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(8, 6 * len(panels)), 4.6), squeeze=False,
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(9, 7.5 * cols), 4.4 * rows + 0.6), squeeze=False,
                              layout="constrained")
-    for ax, (label, rs) in zip(axes[0], panels):
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (label, rs) in zip(axes.flat, panels):
+        label = act_label(rs[0]["args"]) if by == "N" else label  # what the panel's runs share
         names = list(dict.fromkeys(setting(r) for r in rs))
-        colours = plt.cm.viridis(np.linspace(0, 0.9, len(names))) if by == "N" else [f"C{i}" for i in range(10)]
+        colours = plt.cm.viridis(np.linspace(0, 0.85, len(names))) if by == "N" else [f"C{i}" for i in range(10)]
         for name, colour in zip(names, colours):
             logs = [plots.read_log(os.path.join(r["dir"], "log.csv")) for r in rs if setting(r) == name]
             logs = [log for log in logs if log is not None]
@@ -275,7 +280,7 @@ def fig_learning_curves(gs, by, chance):
         ax.set(xlabel="optimizer step", ylabel="familiar RM error (training evaluations)", ylim=(0, 1),
                title=label if len(label) < 80 else label[:77] + "...")
         ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # the curves fill the axes
     fig.suptitle(f"learning curves by {by}: mean ± SE over seeds; grey lines at RM error "
                  + " and ".join(f"{t:g}" for t in RM_THRESHOLDS) + ";\ndashed: the ideal observer's RM error "
                  "(analyze.py), the least the context allows", fontsize=10)
