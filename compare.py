@@ -195,6 +195,9 @@ def fig_errors_vs_alpha(nmda_gs, chance):
             ms = [mean_se([r for r in rs if r["args"]["alpha"] == a], key) for a in al]
             ax.errorbar(x, [v for v, _ in ms], [s for _, s in ms], fmt=style, color=f"C{i}", capsize=3,
                         label=f"{name} error, {label}")
+        ideal = [r["metrics"].get("ideal_rm_error") for r in rs]
+        if None not in ideal:
+            ax.axhline(np.mean(ideal), color=f"C{i}", ls=":", lw=0.8, label=f"the ideal observer's RM, {label}")
     ax.axhline(chance, color="gray", ls=":", label="chance")
     ax.set_xscale("log")
     ax.set_xticks([a if a > 0 else zero_x for a in alphas], [f"{a:g}" for a in alphas])
