@@ -244,11 +244,17 @@ def fig_learning_curves(gs, by, chance):
 
     def order(r):
         a = r["args"]
-        return (a["num_maps"],) if by == "N" else (a["act"] != "nmda", a["act"], a["alpha"], a["beta"])
+        return (a["num_maps"],) if by == "N" else (a["num_maps"], a["act"] != "nmda", a["act"], a["alpha"], a["beta"])
 
     panels = [(label, sorted(rs, key=order)) for label, rs in gs if len({setting(r) for r in rs}) > 1]
+    panels.sort(key=lambda p: order(p[1][0]) if by == "activation" else ())  # by N, then as given
     if not panels:
         return None
+    every = list(dict.fromkeys(setting(r) for _, rs in panels for r in rs))  # a setting keeps its colour
+    if by == "N":
+        every.sort(key=lambda s: int(s.split("= ")[1]))
+    colour_of = dict(zip(every, plt.cm.viridis(np.linspace(0, 0.85, len(every))) if by == "N"
+                         else [f"C{i % 10}" for i in range(len(every))]))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(9, 7.5 * cols), 4.4 * rows + 0.6), squeeze=False,
@@ -258,8 +264,8 @@ def fig_learning_curves(gs, by, chance):
     for ax, (label, rs) in zip(axes.flat, panels):
         label = act_label(rs[0]["args"]) if by == "N" else label  # what the panel's runs share
         names = list(dict.fromkeys(setting(r) for r in rs))
-        colours = plt.cm.viridis(np.linspace(0, 0.85, len(names))) if by == "N" else [f"C{i}" for i in range(10)]
-        for name, colour in zip(names, colours):
+        for name in names:
+            colour = colour_of[name]
             logs = [plots.read_log(os.path.join(r["dir"], "log.csv")) for r in rs if setting(r) == name]
             logs = [log for log in logs if log is not None]
             if not logs:

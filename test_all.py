@@ -409,7 +409,7 @@ def test_ctrl_c_before_the_first_step_saves_nothing(tmp_path, monkeypatch, capsy
 
 def test_resume_keeps_the_runs_own_flags_unless_given_anew(tmp_path, capsys):
     train.main(TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path)])
-    train.main(["--resume", "--out_dir", str(tmp_path)])  # not the preset's 2,000 steps
+    train.main(["--resume", "--out_dir", str(tmp_path)])  # not the preset's 4,500 steps
     assert [r["step"] for r in read_log(tmp_path)] == ["3", "6"]
     train.main(["--resume", "--out_dir", str(tmp_path), "--max_iters", "9"])
     assert [r["step"] for r in read_log(tmp_path)] == ["3", "6", "9"]
