@@ -25,8 +25,8 @@ import compare
 import place
 import plots
 import silencing
-from env import GridWorld, ideal_observer
-from memory import draw_walks, error_rates, forward_chunked, loop_accuracy, model_predictor
+from env import GridWorld
+from memory import draw_walks, error_rates, forward_chunked, ideal_observer, loop_accuracy, model_predictor
 from model import Model, ModelConfig
 
 # Flags left unset take DEFAULTS, or QUICK with --quick.
@@ -126,7 +126,8 @@ class Progress:
             return
         left = (now - self.t_stage) / self.done * max(self.total - self.done, 0)
         print(f"  {self.name}: {self.done}/{self.total} | {now - self.t0:.0f} s so far"
-              + (f", about {left:.0f} s left of this part" if self.done < self.total else ""), file=sys.stderr, flush=True)
+              + (f", about {left:.0f} s left of this part" if self.done < self.total else ""),
+              file=sys.stderr, flush=True)
         self.t_said = now
 
 
@@ -185,7 +186,7 @@ def place_analysis(model, env, opts, gen, rng, progress):
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
         g0 = model.random_g0(opts.rate_walks, generator=gen, device=env.device)
-        units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps, U)
+        units = forward_chunked(model, obs[:, :-1], act, g0, record=True)[1][:, C - 1:]  # (W, steps - C + 1, U)
         nodes = pos[:, C:]  # (W, steps)
         scores = place.score_map(units, nodes, env.n_nodes, kinds, opts.shuffles, rng,
                                  opts.stability, least={"att": opts.att_spread / (C + 1)},
@@ -287,7 +288,8 @@ def analyze_run(run_dir, model, env, ckpt, opts):
     progress.stage("loop closure, familiar and novel maps", 2)
     for novel in (False, True):
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_loop" if novel else "loop"])
-        m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts.loop_walks, gen, novel)
+        accuracy = loop_accuracy(model, env, opts.loop_walks, gen, novel)
+        m[("novel_" if novel else "") + "loop_closure_accuracy"] = accuracy
         progress.tick()
     m["loop_walks"] = opts.loop_walks
     ffn = kinds == "ffn"

@@ -35,7 +35,7 @@ def die(msg):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].strip(), allow_abbrev=False)
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0], allow_abbrev=False)
     p.error = die  # argparse's own complaints: one line, exit 2
     p.add_argument("--preset", choices=["auto", *SIZES], default="auto", help="auto: paper on a GPU, else small")
     p.add_argument("--batch_size", type=int, help="walks per step (default: the preset's)")
@@ -52,7 +52,7 @@ def parse_args(argv):
     on_gpu = args.device.startswith("cuda")
     if args.device != "cpu" and not (on_gpu and cuda):
         die(f"--device {args.device!r} is not available here; use auto or cpu")
-    if on_gpu and torch.device(args.device).index is not None and torch.device(args.device).index >= torch.cuda.device_count():
+    if on_gpu and (torch.device(args.device).index or 0) >= torch.cuda.device_count():
         die(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     args.preset = ("paper" if on_gpu else "small") if args.preset == "auto" else args.preset
     dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))

@@ -13,8 +13,6 @@ there is no "stay" and the move is uniform over the neighbours.
 Node index = row * size + column; row 0 is the top (north) row.
 """
 
-import math
-
 import torch
 
 # (d_row, d_col) of each action. With 5 actions: 0 stay, 1 east, 2 south, 3 north, 4 west.
@@ -36,6 +34,7 @@ class GridWorld:
         self.n_nodes = size * size
         self.device = torch.device(device)
         self.action_names = ACTION_NAMES[5 - n_actions:]
+        self.moves = MOVES[5 - n_actions:]  # (d_row, d_col) of each action index
 
         # The familiar maps: a pure function of the seed, so a checkpoint's args rebuild them.
         g = torch.Generator().manual_seed(seed)
@@ -44,7 +43,7 @@ class GridWorld:
         # next_node[node, action] = the node the action leads to, or -1 where it leaves the grid.
         row, col = torch.arange(self.n_nodes) // size, torch.arange(self.n_nodes) % size
         nxt = []
-        for dr, dc in MOVES[5 - n_actions:]:
+        for dr, dc in self.moves:
             r, c = row + dr, col + dc
             inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
             nxt.append(torch.where(inside, r * size + c, -1))
@@ -103,50 +102,13 @@ def memory_counts(wrong, pos, context):
     return torch.stack([(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)], 1)
 
 
-def ideal_observer(env, context):
-    """predict(obs, act, pos, maps) -> (B, T) tokens, the Bayes-optimal prediction on familiar maps for
-    an observer who knows the N maps and sees what the model sees: every action since the walk began
-    (what g integrates) and the last `context` observations. A hypothesis is a map m and a start node
-    p; its weight is the probability of the actions from p (each move uniform over the legal ones),
-    if the path stays on the grid and the observations in the window match map m along it, else 0.
-    The prediction is the token with the most weight at the target node. Its WM error is 0; its RM
-    error is the least any model with this context can reach on familiar maps: the rest cannot be
-    known from the window. (It does not know novel maps: use it on familiar walks only.)"""
-    moves = torch.tensor(MOVES[5 - env.n_actions:], device=env.device)  # (n_actions, 2): d_row, d_col
-    nodes = torch.arange(env.n_nodes, device=env.device)
-    start = torch.stack([nodes // env.size, nodes % env.size], 1)  # (n_nodes, 2)
-    log_options = (env.next_node >= 0).sum(1).float().log()  # (n_nodes,): log of the legal moves there
-
-    def predict(obs, act, pos, maps):
-        B, T = act.shape
-        path = torch.cat([torch.zeros_like(moves[act[:, :1]]), moves[act].cumsum(1)], 1)  # (B, T+1, 2) from start
-        where = start + path[:, :, None]  # (B, T+1, n_nodes, 2): position at each step, for each start node
-        inside = ((where >= 0) & (where < env.size)).all(-1)
-        node = (where.clamp(0, env.size - 1) * torch.tensor([env.size, 1], device=env.device)).sum(-1)
-        off_grid = torch.cumsum(~inside, 1) > 0  # (B, T+1, n_nodes): the path left the grid by step t
-        log_p = -torch.cumsum(log_options[node], 1)  # log P(act[0..t] | start), valid while on the grid
-        mismatch = [(env.maps[:, node[:, s]] != obs[:, s, None]).int() for s in range(T)]  # (M, B, n_nodes) each
-        window = torch.zeros_like(mismatch[0], dtype=torch.int32)
-        pred = torch.empty(B, T, dtype=torch.long, device=env.device)
-        for t in range(T):
-            window += mismatch[t]
-            if t >= context:
-                window -= mismatch[t - context]  # observations t-context+1..t
-            logw = torch.where((window == 0) & ~off_grid[None, :, t + 1], log_p[None, :, t], -math.inf)
-            w = logw.transpose(0, 1).flatten(1).softmax(1)  # (B, M * n_nodes)
-            target = env.maps[:, node[:, t + 1]].transpose(0, 1).flatten(1)  # (B, M * n_nodes): the token there
-            votes = torch.zeros(B, env.n_obs, device=env.device).scatter_add_(1, target, w)
-            pred[:, t] = votes.argmax(1)
-        return pred
-    return predict
-
-
 class Batches:
     """Training batches: (obs, act, g0) of `batch` walks of `steps` moves, drawn `ahead` batches at
     a time, in one pass of env.walk's time loop (on a GPU it costs as much for 64 walks as for
     4,096). g0 comes from draw_g0(n, generator=...) (Model.random_g0). With data-parallel processes
     every process draws the same batches and keeps its slice `part`, so a run sees the same walks
-    however many processes share it (without dropout, the same numbers too). state() and load_state() let a checkpoint resume the exact stream."""
+    however many processes share it (without dropout, the same numbers too). state() and load_state()
+    let a checkpoint resume the exact stream."""
 
     def __init__(self, env, batch, steps, draw_g0, ahead=16, part=slice(None)):
         self.env, self.batch, self.steps, self.draw_g0 = env, batch, steps, draw_g0

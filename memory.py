@@ -2,9 +2,9 @@
 Working- and reference-memory error of any predictor on walks of the task: the walks (with the
 maps walked on), the model run over walks of any length (its predictions and, on request, its
 units' activity), error rates with standard errors that treat walks as clusters, and TEM-t's
-loop-closure probe. analyze.py measures the model
-with them; tests measure predictors whose errors are known by construction (an oracle, a constant,
-the ideal observer).
+loop-closure probe; and the ideal observer, the best any predictor can do with the model's
+context. analyze.py measures the model with them; tests measure predictors whose errors are known
+by construction.
 """
 
 import math
@@ -40,8 +40,9 @@ def unit_activity(rec, context):
 def forward_chunked(model, obs, act, g0, chunk=256, record=False):
     """model(obs, act, g0) for walks of any length, chunk by chunk: logits (B, T, n_obs) and, with
     record, unit_activity (B, T, U). A prediction at step t depends only on obs[t-context+1..t] and
-    g[t+1], so g is path-integrated once and chunks overlap by context-1 steps, each keeping only
-    the predictions whose window lies inside it (the first chunk keeps all)."""
+    g[t-context+1..t+1], so g is path-integrated once over the whole walk and chunks overlap by
+    context-1 steps, each keeping only the predictions whose window lies inside it (the first chunk
+    keeps all)."""
     C, T = model.cfg.context, obs.shape[1]
     chunk = max(chunk, 2 * C)
     g = model.path_integrate(act, g0)  # (B, T+1, d_rnn)
@@ -98,6 +99,45 @@ def error_rates(predict, env, context, walk_len, gen, novel=False, max_se=0.005,
         if out["wm_error_se"] < max_se and out["rm_error_se"] < max_se:  # False while nan
             break
     return out
+
+
+def ideal_observer(env, context):
+    """predict(obs, act, pos, maps) -> (B, T) tokens, the Bayes-optimal prediction on familiar maps for
+    an observer who knows the N maps and sees what the model sees: every action since the walk began
+    (what g integrates) and the last `context` observations. A hypothesis is a map m and a start node
+    p; its weight is the probability of the actions from p (each move uniform over the legal ones),
+    if the path stays on the grid and the observations in the window match map m along it, else 0.
+    The prediction is the token with the most weight at the target node. Its WM error is 0; its RM
+    error is the least any model with this context can reach on familiar maps: the rest cannot be
+    known from the window. It knows the familiar maps alone (env.maps; the `maps` and `pos` it is
+    handed go unused): use it on familiar walks only."""
+    moves = torch.tensor(env.moves, device=env.device)  # (n_actions, 2): d_row, d_col
+    nodes = torch.arange(env.n_nodes, device=env.device)
+    start = torch.stack([nodes // env.size, nodes % env.size], 1)  # (n_nodes, 2)
+    log_options = (env.next_node >= 0).sum(1).float().log()  # (n_nodes,): log of the legal moves there
+
+    def predict(obs, act, pos, maps):
+        B, T = act.shape
+        path = torch.cat([torch.zeros_like(moves[act[:, :1]]), moves[act].cumsum(1)], 1)  # (B, T+1, 2) from start
+        where = start + path[:, :, None]  # (B, T+1, n_nodes, 2): position at each step, for each start node
+        inside = ((where >= 0) & (where < env.size)).all(-1)
+        node = (where.clamp(0, env.size - 1) * torch.tensor([env.size, 1], device=env.device)).sum(-1)
+        off_grid = torch.cumsum(~inside, 1) > 0  # (B, T+1, n_nodes): the path left the grid by step t
+        log_p = -torch.cumsum(log_options[node], 1)  # log P(act[0..t] | start), valid while on the grid
+        mismatch = [(env.maps[:, node[:, s]] != obs[:, s, None]).int() for s in range(T)]  # (M, B, n_nodes) each
+        window = torch.zeros_like(mismatch[0], dtype=torch.int32)
+        pred = torch.empty(B, T, dtype=torch.long, device=env.device)
+        for t in range(T):
+            window += mismatch[t]
+            if t >= context:
+                window -= mismatch[t - context]  # observations t-context+1..t
+            logw = torch.where((window == 0) & ~off_grid[None, :, t + 1], log_p[None, :, t], -math.inf)
+            w = logw.transpose(0, 1).flatten(1).softmax(1)  # (B, M * n_nodes)
+            target = env.maps[:, node[:, t + 1]].transpose(0, 1).flatten(1)  # (B, M * n_nodes): the token there
+            votes = torch.zeros(B, env.n_obs, device=env.device).scatter_add_(1, target, w)
+            pred[:, t] = votes.argmax(1)
+        return pred
+    return predict
 
 
 SQUARE = ("north", "east", "south", "west")

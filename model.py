@@ -16,8 +16,8 @@ Three changes to a plain transformer:
    reference-memory split of env.visited_in_context is exact, and every step's prediction comes
    out of one pass as the same function as one pass per prefix (as the official release trains).
 
-Optionally (tem_t=True) queries and keys come from the position part only and values from the
-sensory part only, as in TEM-t proper.
+Optionally (tem_t=True) queries and keys come from the position embedding only, and values from
+the sensory half of the stream (in the first block, the sensory part itself), as in TEM-t proper.
 """
 
 import math
@@ -44,7 +44,7 @@ class ModelConfig:
     alpha: float = 10.0
     beta: float = 1.0
     dropout: float = 0.1
-    tem_t: bool = False  # q, k from the position part only; v from the sensory part only
+    tem_t: bool = False  # q, k from the position embedding; v from the sensory half of the stream
 
 
 def split_tokens(x, dim=1):
@@ -194,7 +194,7 @@ class Model(nn.Module):
 
     def path_integrate(self, act, g0):
         """g (B, T+1, d_rnn): g[:, 0] = g0 and g[:, t+1] = tanh(g_t + W_{act_t} g_t), in W's dtype
-        (float32 under autocast: autocast leaves parameters as they are).
+        (float32: PathIntegration turns autocast off for the recurrence and computes in W's dtype).
 
         The same function as path_integrate_loop, with values and gradients the tests compare, but
         a handful of kernels a step and one matrix product for the weight gradient (PathIntegration)."""

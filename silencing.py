@@ -6,7 +6,6 @@ can check the choices on neurons whose answer is known by construction.
 """
 
 import numpy as np
-import torch
 
 FRACTIONS = (0.01, 0.05, 0.10, 0.25)  # of all FFN neurons, all layers pooled
 DRAWS = 5  # random sets of each kind and size

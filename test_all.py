@@ -25,7 +25,7 @@ import memory
 import place
 import silencing
 import train
-from env import Batches, GridWorld, ideal_observer, visited_in_context
+from env import Batches, GridWorld, visited_in_context
 from model import Model, ModelConfig, PathIntegration
 from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 
@@ -420,6 +420,14 @@ def test_resume_keeps_the_runs_own_flags_unless_given_anew(tmp_path, capsys):
     assert e.value.code == 2 and len(err) == 1 and "--alpha cannot change when resuming" in err[0]
 
 
+def test_a_moved_run_resumes_where_it_now_is(tmp_path, monkeypatch):
+    train.main(TINY + ["--max_iters", "3", "--eval_interval", "3", "--out_dir", str(tmp_path / "first")])
+    os.rename(tmp_path / "first", tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    train.main(["--resume", "--max_iters", "6"])  # the default --out_dir, out/, not the folder it was made in
+    assert [r["step"] for r in read_log(tmp_path / "out")] == ["3", "6"] and not (tmp_path / "first").exists()
+
+
 def test_overwrite_starts_the_log_anew(tmp_path):
     train.main(TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path)])
     train.main(TINY + ["--max_iters", "3", "--eval_interval", "3", "--out_dir", str(tmp_path), "--overwrite"])
@@ -794,7 +802,7 @@ def test_context_only_predictor_has_zero_wm_and_chance_rm_error():
 def test_ideal_observer_knows_a_map_of_distinct_tokens_from_one_observation():
     env = GridWorld(size=3, n_obs=9, num_maps=1, seed=0)
     env.maps[0] = torch.randperm(9, generator=torch.Generator().manual_seed(0))  # every node its own token
-    r = memory.error_rates(ideal_observer(env, 1), env, 1, 30, torch.Generator().manual_seed(1), max_se=0,
+    r = memory.error_rates(memory.ideal_observer(env, 1), env, 1, 30, torch.Generator().manual_seed(1), max_se=0,
                             max_walks=64)
     assert r["wm_error"] == 0 and r["rm_error"] == 0 and r["rm_steps"] > 500
 
@@ -803,7 +811,7 @@ def test_ideal_observer_is_never_wrong_on_wm_and_gains_from_context():
     env = GridWorld(size=5, n_obs=10, num_maps=3, seed=0)
     rm = {}
     for context in (2, 8):
-        r = memory.error_rates(ideal_observer(env, context), env, context, 40, torch.Generator().manual_seed(7),
+        r = memory.error_rates(memory.ideal_observer(env, context), env, context, 40, torch.Generator().manual_seed(7),
                                 max_se=0, max_walks=256, batch=100)  # the walks of rates()
         assert r["wm_error"] == 0  # the answer is in the window, and every consistent hypothesis agrees on it
         rm[context] = r["rm_error"]

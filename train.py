@@ -76,7 +76,8 @@ def parser():
     add("--alpha", type=float, default=10.0,
         help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear (default: %(default)s)")
     add("--beta", type=float, default=1.0, help="NMDA beta, the steepness of the gate (default: %(default)s)")
-    add("--tem_t", action="store_true", help="TEM-t attention: q, k from position only, v from sensory only")
+    add("--tem_t", action="store_true",
+        help="TEM-t attention: q, k from the position embedding, v from the sensory half of the stream")
     add("--size", type=int, help=f"grid side length L {preset}")
     add("--n_obs", type=int, help=f"number of sensory tokens {preset}")
     add("--num_maps", type=int, help=f"number of familiar maps N {preset}")
@@ -122,8 +123,9 @@ def settle(argv):
     given = {a[2:].split("=")[0] for a in argv if a.startswith("--")}
     defaults = vars(p.parse_args([]))
     ckpt = load_checkpoint(os.path.join(flags["out_dir"], "ckpt.pt")) if flags["resume"] else None
+    mine = MACHINE + ("out_dir", "resume", "overwrite")  # the command line's, never the checkpoint's
     saved = {} if ckpt is None else {"warmup_iters": 0, "decay": "none",  # a run from before the schedule
-                                     **{k: v for k, v in ckpt["args"].items() if k not in MACHINE}}
+                                     **{k: v for k, v in ckpt["args"].items() if k not in mine}}
     if ckpt is not None:
         fixed = sorted(k for k in given - set(NEW_ON_RESUME) if flags[k] != saved.get(k))
         if fixed:
@@ -385,18 +387,19 @@ def train(argv, signals):
 
     # ---- model, optimizer and the stream of walks
     cfg = ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)})
+    part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
     try:
         env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
         model = Model(cfg).to(device)  # the same initial weights in every process
         if rank:  # but each process its own dropout masks (rank 0 keeps the stream of a single process)
             torch.manual_seed(args.seed + rank)
+        batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=part)
     except (RuntimeError, MemoryError) as e:  # sizes too large for this machine
-        die(f"the grid or model does not fit in memory (--size {args.size}, --num_maps {args.num_maps}, "
-            f"--n_obs {args.n_obs}, --d_model {args.d_model}, --d_ff {args.d_ff}): {type(e).__name__}")
+        die(f"the grid, model or walks do not fit in memory (--size {args.size}, --num_maps {args.num_maps}, "
+            f"--n_obs {args.n_obs}, --d_model {args.d_model}, --d_ff {args.d_ff}, --batch_size {args.batch_size}, "
+            f"--walk_len {args.walk_len}): {type(e).__name__}")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # float16 only
-    part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
-    batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=part)
 
     # ---- init, or resume where the checkpoint left off
     step, loss_sum, n_loss, elapsed = 0, torch.zeros((), device=device), 0, 0.0
