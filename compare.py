@@ -159,7 +159,7 @@ def compare(runs, out, figures=True):
     summary_rows = seed_table(runs)
     print_tables(runs, summary_rows, chance)
     files = {"runs.csv": csv_text([r["metrics"] for r in runs]), "summary.csv": csv_text(summary_rows)}
-    gs = groups(runs, ("act", "alpha", "beta"))
+    gs = sorted(groups(runs, ("act", "alpha", "beta")), key=lambda g: g[1][0]["args"]["num_maps"])
     for label, rs in gs:
         rm = [r["metrics"]["rm_error"] for r in rs]
         r_ffn, r_att = (pearson([r["metrics"][f"{p}_si_mean"] for r in rs], rm) for p in ("ffn", "att"))

@@ -148,7 +148,7 @@ def fig_silencing(m, fractions, draws, n_ffn, chance):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     for ax, mem in zip(axes, ("rm", "wm")):
         ax.plot(pct, get(f"_place_{mem}_error"), "C3o-",
-                label="most place-like (by score)")
+                label="place cells of highest score")
         ax.errorbar(pct, get(f"_random_{mem}_error"), get(f"_random_{mem}_error_sd"), fmt="C7s--", capsize=3,
                     label=f"others of the same layers,\nrandom (mean ± sd, {draws} draws)")
         ax.axhline(m[f"{silencing.tag()}_{mem}_error"], color="k", lw=0.8, label="none silenced")
