@@ -434,6 +434,19 @@ def test_overwrite_starts_the_log_anew(tmp_path):
     assert [r["step"] for r in read_log(tmp_path)] == ["3"]
 
 
+def test_an_overwrite_stopped_before_its_first_log_line_keeps_no_old_log(tmp_path, monkeypatch, capsys, sigint):
+    # the new run's first checkpoint, a stop's too, retires the old run's log: --resume then
+    # appends to the new run's own log alone
+    train.main(TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path)])
+    signal_at_call(monkeypatch, train.F, "cross_entropy", 2)
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path), "--overwrite"])
+    assert e.value.code == 130 and "interrupted: saved" in capsys.readouterr().out
+    monkeypatch.undo()
+    train.main(["--resume", "--out_dir", str(tmp_path)])
+    assert [r["step"] for r in read_log(tmp_path)] == ["3", "6"]
+
+
 def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, tiny_runs, capsys):
     marker = tmp_path / "the code ran"
 

@@ -427,7 +427,7 @@ def train(argv, signals):
 
     # ---- the training loop: a step; every eval_interval steps an evaluation, a checkpoint and a log line
     start_step = step
-    retire_log = ckpt is None  # a fresh run (--overwrite too): its first checkpoint retires an old run's log
+    retire_log = ckpt is None  # a fresh run (--overwrite too): its first checkpoint, a stop's too, retires an old log
     t_start = t_log = time.time()  # the process's start; the last log line (or the end of compilation)
     steps_timed, stop = 0, bool(signals)  # steps since t_log; a stop was asked for
     while step < args.max_iters and not stop:
@@ -465,10 +465,10 @@ def train(argv, signals):
             loss_sum.zero_()
             n_loss = 0
             m = evaluate(raw_model, env, args, autocast) if master else None
+        if at_log or stop:  # every process hands rank 0 its random state; rank 0 writes the checkpoint
             if retire_log and master and os.path.exists(log_path):
                 os.remove(log_path)
             retire_log = False
-        if at_log or stop:  # every process hands rank 0 its random state; rank 0 writes the checkpoint
             ranks = [rng_state(device)]
             if ddp:
                 ranks = [None] * world
