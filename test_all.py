@@ -339,6 +339,23 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 10
 
 
+def test_a_stop_after_a_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys, sigint):
+    # the loss turns nan at step 13 and Ctrl-C comes at step 15, before the next log line
+    calls, real = [], F.cross_entropy
+
+    def poisoned(*a, **k):
+        calls.append(1)
+        if len(calls) == 15:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k) * (float("nan") if len(calls) > 12 else 1.0)
+
+    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--max_iters", "30", "--eval_interval", "10", "--out_dir", str(tmp_path)])
+    assert e.value.code == 1 and "the last good checkpoint is kept" in capsys.readouterr().err
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 10
+
+
 def signal_at_call(monkeypatch, module, name, n):
     """Replace module.name by a wrapper that sends this process SIGINT at its n-th call (1-based),
     as Ctrl-C pressed while that call runs."""

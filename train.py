@@ -448,12 +448,12 @@ def train(argv, signals):
                 print(f"compiled in {time.time() - t_log:.0f} s", flush=True)
             t_log, steps_timed = time.time(), 0  # compilation stays out of ms/step and the ETA
         at_log = step % args.eval_interval == 0 or step == args.max_iters
-        if at_log:
-            if ddp:  # every process's slice makes the global loss; all stop if any was signalled
-                flags = torch.tensor([loss_sum.item(), len(signals)], dtype=torch.float64, device=device)
-                dist.all_reduce(flags)
-                loss_sum.fill_(flags[0].item() / world)
-                stop = flags[1].item() > 0
+        if at_log and ddp:  # every process's slice makes the global loss; all stop if any was signalled
+            flags = torch.tensor([loss_sum.item(), len(signals)], dtype=torch.float64, device=device)
+            dist.all_reduce(flags)
+            loss_sum.fill_(flags[0].item() / world)
+            stop = flags[1].item() > 0
+        if at_log or stop:  # before any checkpoint: weights that a non-finite loss reached are never saved
             mean_loss = loss_sum.item() / n_loss  # the one host-device sync per interval
             if not math.isfinite(mean_loss):
                 kept = (f"the last good checkpoint is kept in {ckpt_path}" if os.path.exists(ckpt_path)
@@ -461,6 +461,7 @@ def train(argv, signals):
                 print(f"train.py: the loss is {mean_loss} near step {step}; stopped, and {kept}. Try a lower --lr",
                       file=sys.stderr)
                 sys.exit(1)
+        if at_log:
             ms = (time.time() - t_log) * 1000 / max(steps_timed, 1)  # the steps alone
             loss_sum.zero_()
             n_loss = 0
