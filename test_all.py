@@ -759,6 +759,34 @@ def test_more_processes_than_gpus_is_named(monkeypatch, capsys):
     assert e.value.code == 2 and len(err) == 1 and "--nproc_per_node" in err[0] and "1 GPU(s)" in err[0], err
 
 
+def test_a_process_signalled_before_its_first_step_stops_with_the_others(tmp_path):
+    # Ctrl-C reaches process 1 alone while it sets up: it trains on with process 0 to the log line,
+    # where they decide together to stop, save and exit; stopping alone would leave process 0
+    # waiting for it in the gradients' all-reduce
+    script = tmp_path / "signalled.py"
+    script.write_text(f"import os, signal, sys\nsys.path.insert(0, {HERE!r})\nimport train\n"
+                      "real = train.GridWorld\n\n\n"
+                      "def signalled(*args, **kwargs):\n"
+                      "    if os.environ['RANK'] == '1':\n"
+                      "        os.kill(os.getpid(), signal.SIGINT)\n"
+                      "    return real(*args, **kwargs)\n\n\n"
+                      "train.GridWorld = signalled\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                      "train.main(sys.argv[1:])\n")
+    argv = TINY + ["--max_iters", "6", "--eval_interval", "3", "--out_dir", str(tmp_path / "run")]
+    with open(tmp_path / "out.txt", "w") as out:
+        p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              str(script), *argv], cwd=HERE, stdout=out, stderr=subprocess.STDOUT,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            p.terminate()  # torchrun ends its processes (with SIGKILL after 30 s), then itself
+            p.wait()
+            raise AssertionError("the processes hung: one stopped alone")
+    assert "interrupted: saved" in (tmp_path / "out.txt").read_text(), (tmp_path / "out.txt").read_text()[-2000:]
+    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["step"] == 3
+
+
 def test_two_process_resume_is_the_same_run(tmp_path):
     # each process draws its own dropout masks; the checkpoint keeps every process's random state
     argv = TINY + ["--eval_interval", "3", "--dropout", "0.1", "--seed", "3", "--decay", "none"]

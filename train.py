@@ -429,7 +429,7 @@ def train(argv, signals):
     start_step = step
     retire_log = ckpt is None  # a fresh run (--overwrite too): its first checkpoint, a stop's too, retires an old log
     t_start = t_log = time.time()  # the process's start; the last log line (or the end of compilation)
-    steps_timed, stop = 0, bool(signals)  # steps since t_log; a stop was asked for
+    steps_timed, stop = 0, bool(signals) and not ddp  # steps since t_log; a stop (data-parallel: at a log line)
     while step < args.max_iters and not stop:
         if step == start_step and args.compile == "on" and master:
             print("compiling the model (its first step)...", flush=True)
