@@ -582,22 +582,46 @@ def test_benchmark_sizes_are_the_presets_of_train():
         assert {k: preset[k] for k in cfg if k in preset} == {k: cfg[k] for k in cfg if k in preset}
 
 
-def test_two_process_data_parallel_gives_the_same_losses(tmp_path):
-    argv = TINY + ["--max_iters", "6", "--eval_interval", "3", "--dropout", "0", "--seed", "3"]
-    train.main(argv + ["--out_dir", str(tmp_path / "one")])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+DATA_PARALLEL = TINY + ["--eval_interval", "3", "--dropout", "0", "--seed", "3", "--decay", "none"]
+
+
+def torchrun(*argv):
+    """train.py over 2 CPU processes."""
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "train.py", *argv, "--out_dir", str(tmp_path / "two")],
-                       cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
+                        "train.py", *argv], cwd=HERE, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
-    assert [r["step"] for r in two] == ["3", "6"]
+    return r
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    """6 steps of one process, without dropout, logged every 3."""
+    out = tmp_path_factory.mktemp("one")
+    train.main(DATA_PARALLEL + ["--max_iters", "6", "--out_dir", str(out)])
+    return out
+
+
+def same_losses(one, two):
+    """Gradients summed in another order differ in the last bits: losses agree to float tolerance;
+    an arg-max error rate may flip a prediction or two of its ~400 steps."""
+    assert [r["step"] for r in two] == [r["step"] for r in one]
     for a, b in zip(one, two):
-        # Gradients summed in another order differ in the last bits: losses agree to float
-        # tolerance; an arg-max error rate may flip a prediction or two of its ~400 steps.
         assert abs(float(a["loss"]) - float(b["loss"])) < 2e-4, (a["loss"], b["loss"])
         for k in ("wm_error", "rm_error"):
             assert abs(float(a[k]) - float(b[k])) < 0.01, (k, a[k], b[k])
+
+
+def test_two_process_data_parallel_gives_the_same_losses(one_process_run, tmp_path):
+    torchrun(*DATA_PARALLEL, "--max_iters", "6", "--out_dir", str(tmp_path))
+    same_losses(read_log(one_process_run), read_log(tmp_path))
+
+
+def test_a_one_process_run_resumed_on_two_goes_on_with_its_walks(one_process_run, tmp_path):
+    # the walks do not depend on the number of processes: the stream goes on where it stood
+    train.main(DATA_PARALLEL + ["--max_iters", "3", "--out_dir", str(tmp_path)])
+    torchrun("--resume", "--max_iters", "6", "--out_dir", str(tmp_path))
+    same_losses(read_log(one_process_run), read_log(tmp_path))
 
 
 def test_precision_and_compilation_for_each_gpu_generation():
@@ -790,12 +814,6 @@ def test_a_process_signalled_before_its_first_step_stops_with_the_others(tmp_pat
 def test_two_process_resume_is_the_same_run(tmp_path):
     # each process draws its own dropout masks; the checkpoint keeps every process's random state
     argv = TINY + ["--eval_interval", "3", "--dropout", "0.1", "--seed", "3", "--decay", "none"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def torchrun(*args):
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            "train.py", *args], cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
-        assert r.returncode == 0, r.stderr[-2000:]
     torchrun(*argv, "--max_iters", "6", "--out_dir", str(tmp_path / "straight"))
     torchrun(*argv, "--max_iters", "3", "--out_dir", str(tmp_path / "resumed"))
     torchrun("--resume", "--max_iters", "6", "--out_dir", str(tmp_path / "resumed"))

@@ -332,17 +332,21 @@ def restore(ckpt, args, model, optimizer, scaler, batches, rank, world):
     if ckpt["scaler"] and scaler.is_enabled():  # a float16 run going on in float16: its loss scale
         scaler.load_state_dict(ckpt["scaler"])
     step = ckpt["step"]
-    same_kind = torch.device(ckpt["rng"]["device"]).type == device.type  # random states are per device type
+    was = torch.device(ckpt["rng"]["device"]).type  # random states are per device type
     mine = ckpt["rng"]["ranks"] if "ranks" in ckpt["rng"] else [ckpt["rng"]]  # one per process
-    if same_kind and len(mine) == world:
+    if was == device.type:  # the walks, which every process draws alike, go on however many there are
+        batches.load_state(ckpt["rng"]["walks"])
+    if was == device.type and len(mine) == world:  # and each process's own stream (dropout)
         torch.set_rng_state(mine[rank]["torch"])
         if device.type == "cuda":
             torch.cuda.set_rng_state(mine[rank]["cuda"], device)
-        batches.load_state(ckpt["rng"]["walks"])
     if rank == 0:
-        print(f"resuming {args.out_dir}/ckpt.pt at step {step} of {args.max_iters}"
-              + ("" if same_kind and len(mine) == world else
-                 "; on another kind of device or number of processes, the random streams start afresh")
+        afresh = ""
+        if was != device.type:
+            afresh = f"; on {device.type} (it ran on {was}) the random streams start afresh"
+        elif len(mine) != world:
+            afresh = f"; on {world} process(es) (it ran on {len(mine)}) the dropout streams start afresh, the walks go on"
+        print(f"resuming {args.out_dir}/ckpt.pt at step {step} of {args.max_iters}{afresh}"
               + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
         was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
         if args.max_iters != was.max_iters and args.decay != "none" and step < args.max_iters:
