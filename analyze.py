@@ -82,7 +82,7 @@ def parse_args(argv=None):
     add("--no_figures", action="store_true", help="numbers only")
     add("--redo", action="store_true",
         help="analyse every run again; by default a run whose metrics.json is newer than its ckpt.pt and "
-             "was made with the same analysis flags is read back, not recomputed")
+             "was made with the same analysis flags on the same kind of device is read back, not recomputed")
     add("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
     opts = parser.parse_args(argv)
     if len(opts.runs) > 1 and plots.cannot_write(opts.out):
@@ -221,10 +221,12 @@ def silenced_errors(model, env, walk_len, opts, progress):
 
 
 def settings(opts):
-    """The analysis flags that change the numbers, with the METHOD version: one string, kept in metrics.json."""
+    """The analysis flags that change the numbers, with the METHOD version and the kind of device (a
+    CUDA generator draws other walks than a CPU one): one string, kept in metrics.json."""
     keys = ("walk_len", "max_se", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "si_floor",
             "stability", "att_spread", "silence_walks", "loop_walks", "seed")
-    return " ".join([f"method={METHOD}"] + [f"{k}={getattr(opts, k)}" for k in keys])
+    return " ".join([f"method={METHOD}"] + [f"{k}={getattr(opts, k)}" for k in keys]
+                    + [f"device={torch.device(opts.device).type}"])
 
 
 def previous_metrics(run_dir, ckpt, opts):
@@ -372,7 +374,7 @@ def main(argv=None):
             plots.write_all(d, files)  # only now, with everything computed, is anything in d replaced
             done = f"wrote {', '.join(files)} in {d}"
         else:
-            done = f"read back {d}/metrics.json (same checkpoint and flags; --redo recomputes)"
+            done = f"read back {d}/metrics.json (same checkpoint, flags and kind of device; --redo recomputes)"
         m.pop("args", None)
         summary(m, model.cfg.n_layer)
         print("  " + done)

@@ -1261,6 +1261,17 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
     assert "read back" not in capsys.readouterr().out
 
 
+def test_metrics_made_on_another_kind_of_device_are_not_read_back(tiny_runs, monkeypatch):
+    # a CUDA generator draws other walks than a CPU one: the numbers are not the same analysis
+    a = str(tiny_runs / "a")
+    analyze.main([a, "--quick", "--no_figures", "--device", "cpu"])
+    ckpt = torch.load(tiny_runs / "a" / "ckpt.pt", weights_only=True)
+    assert analyze.previous_metrics(a, ckpt, analyze.parse_args([a, "--quick", "--no_figures", "--device", "cpu"]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    on_cuda = analyze.parse_args([a, "--quick", "--no_figures", "--device", "cuda"])
+    assert analyze.previous_metrics(a, ckpt, on_cuda) is None
+
+
 def test_a_failed_analysis_replaces_nothing(tiny_runs, monkeypatch):
     a = str(tiny_runs / "a")
     with open(os.path.join(a, "metrics.json"), "w") as f:
