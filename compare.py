@@ -210,14 +210,16 @@ def fig_errors_vs_alpha(nmda_gs, chance):
 
 def fig_errors_by_activation(gs, chance):
     """Bars of RM and WM error, one panel per group of otherwise equal runs that differ in their
-    activation: NMDA by alpha first, then the other activations by name."""
+    activation: NMDA by alpha first, then the other activations by name. None where no group has
+    two activations."""
     def order(r):
         return (r["args"]["act"] != "nmda", r["args"]["act"], r["args"]["alpha"], r["args"]["beta"])
 
     bar_gs = [(label, sorted(rs, key=order)) for label, rs in gs if len({act_label(r["args"]) for r in rs}) > 1]
-    n_bars = max([len({act_label(r["args"]) for r in rs}) for _, rs in bar_gs] + [1])
-    n_rows = max(len(bar_gs), 1)
-    fig, axes = plt.subplots(n_rows, 1, figsize=(max(6, 1.1 * n_bars), 3.3 * n_rows), squeeze=False,
+    if not bar_gs:
+        return None
+    n_bars = max(len({act_label(r["args"]) for r in rs}) for _, rs in bar_gs)
+    fig, axes = plt.subplots(len(bar_gs), 1, figsize=(max(6, 1.1 * n_bars), 3.3 * len(bar_gs)), squeeze=False,
                              layout="constrained")
     for ax, (label, rs) in zip(axes[:, 0], bar_gs):
         acts = list(dict.fromkeys(act_label(r["args"]) for r in rs))

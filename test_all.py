@@ -1223,6 +1223,12 @@ def test_mean_se_over_seeds_and_pearson_r_on_known_values():
     assert compare.pearson([1, 2], [1, 2]) == "n/a" and compare.pearson([1, 1, 1], [1, 2, 3]) == "n/a"
 
 
+def test_no_activation_figure_without_two_activations_to_compare():
+    seeds = [{"args": {"act": "nmda", "alpha": 10.0, "beta": 1.0}, "metrics": {"rm_error": 0.1, "wm_error": 0.01}}
+             for _ in range(2)]  # two seeds of one setting
+    assert compare.fig_errors_by_activation([("all runs", seeds)], 0.9) is None
+
+
 def test_flags_a_run_may_change_on_resume_do_not_split_runs_into_settings():
     # train.py's NEW_ON_RESUME flags (bar max_iters) do not change what a run learns; comparison must
     # not tell runs apart by them, or a checkpoint from before a new flag forms a group of its own
