@@ -3,6 +3,8 @@ What the machine can do, for train.py and bench.py: the precision and compilatio
 and its peak FLOP/s for MFU. One rule each, so that both scripts choose alike.
 """
 
+import re
+
 import torch
 
 
@@ -34,8 +36,9 @@ def allow_tf32():
 
 
 # Dense peak FLOP/s from NVIDIA's data sheets: (16-bit tensor cores, 32-bit: TF32 where the card
-# has it, plain float32 where not). The first name contained in the device's name wins: PCIe and
-# NVL parts before the SXM part of the same name.
+# has it, plain float32 where not). The first name found in the device's name as whole words wins
+# ("A100" in "A100-SXM4-80GB", not in "RTX A1000"): PCIe and NVL parts before the SXM part of the
+# same name.
 PEAK_FLOPS = {
     "H100 PCIe": (756e12, 378e12), "H100 NVL": (835e12, 418e12), "H100": (989e12, 495e12),
     "H200 NVL": (835e12, 418e12), "H200": (989e12, 495e12),
@@ -49,5 +52,5 @@ def peak_flops(device, dtype="bfloat16"):
     if torch.device(device).type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    peaks = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    peaks = next((v for k, v in PEAK_FLOPS.items() if re.search(rf"\b{re.escape(k)}\b", name)), None)
     return peaks and peaks[1 if dtype == "float32" else 0]

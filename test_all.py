@@ -646,6 +646,14 @@ def test_peak_flops_follow_the_card_and_the_precision(monkeypatch):
     assert gpu.peak_flops("cuda") is None and gpu.peak_flops("cpu") is None
 
 
+def test_peak_flops_match_whole_card_names(monkeypatch):
+    # "A100" is inside "RTX A1000" and "T4" inside "T400": a card is known by its whole name
+    for name, peak in (("NVIDIA RTX A1000", None), ("NVIDIA T400 4GB", None), ("NVIDIA GH200 480GB", None),
+                       ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12), ("Tesla V100-PCIE-32GB", 125e12)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        assert gpu.peak_flops("cuda", "bfloat16") == peak, name
+
+
 def test_a_gpu_index_beyond_the_machine_is_named(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
