@@ -32,7 +32,7 @@ from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 torch.set_num_threads(1)  # tiny models: threads only add overhead
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--preset", "small", "--d_model", "32", "--d_ff", "64", "--n_head", "2", "--d_rnn", "16",
-        "--walk_len", "32", "--batch_size", "16", "--eval_walks", "32", "--warmup_iters", "5", "--device", "cpu"]
+        "--walk_len", "32", "--batch_size", "16", "--eval_walks", "32", "--warmup_iters", "2", "--device", "cpu"]
 
 
 # ---- nmda.py ------------------------------------------------------------------------------------
@@ -391,7 +391,8 @@ def straight_run(tmp_path_factory):
     return out
 
 
-INTERRUPTED = TINY + ["--max_iters", "40", "--eval_interval", "10", "--dropout", "0.1", "--seed", "5"]
+INTERRUPTED = TINY + ["--max_iters", "40", "--eval_interval", "10", "--dropout", "0.1", "--seed", "5",
+               "--warmup_iters", "5"]
 
 
 @pytest.mark.parametrize("where,n", [("cross_entropy", 3), ("cross_entropy", 10), ("cross_entropy", 21),
@@ -536,6 +537,15 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
         if (argv, needle) in alone:
             assert re.findall(r"--[a-z_]+", lines[0]) == [needle] and argv[1] in lines[0], lines
     assert (corrupt / "ckpt.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_a_warm_up_longer_than_the_run_is_refused(tmp_path, capsys):
+    # the rate would never reach --lr
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--warmup_iters", "10", "--max_iters", "4", "--out_dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--warmup_iters 10" in err[0] and "--max_iters 4" in err[0], err
+    assert not (tmp_path / "ckpt.pt").exists()
 
 
 def test_a_non_finite_loss_before_any_checkpoint_says_none_was_saved(tmp_path, monkeypatch, capsys):
@@ -691,7 +701,8 @@ def test_a_four_layer_model_trains_and_is_analysed(tmp_path, capsys):
 # ---- on a GPU: these run wherever CUDA is, and skip on a CPU ------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-PAPER_SHORT = ["--preset", "paper", "--batch_size", "32", "--eval_walks", "32", "--device", "cuda"]
+PAPER_SHORT = ["--preset", "paper", "--batch_size", "32", "--eval_walks", "32", "--warmup_iters", "2",
+               "--device", "cuda"]
 
 
 @cuda
@@ -1159,8 +1170,8 @@ def tiny_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for name, alpha in (("a", "10"), ("b", "0")):
         train.main(["--preset", "small", "--n_layer", "2", "--d_model", "32", "--d_ff", "64", "--n_head", "2",
-                    "--max_iters", "4", "--eval_interval", "2", "--batch_size", "16", "--eval_walks", "16",
-                    "--alpha", alpha, "--device", "cpu", "--out_dir", str(root / name), "--overwrite"])
+                    "--max_iters", "4", "--eval_interval", "2", "--warmup_iters", "2", "--batch_size", "16",
+                    "--eval_walks", "16", "--alpha", alpha, "--device", "cpu", "--out_dir", str(root / name), "--overwrite"])
     return root
 
 

@@ -92,7 +92,7 @@ def parser():
     add("--walk_len", type=int, help=f"steps per training walk; every step is a prediction {preset}")
     add("--batch_size", type=int, help=f"walks per optimizer step (global, over all processes) {preset}")
     add("--lr", type=float, help=f"Adam's peak learning rate {preset}")
-    add("--warmup_iters", type=int, help=f"steps of linear warm-up from 0 to --lr {preset}")
+    add("--warmup_iters", type=int, help=f"steps of linear warm-up from 0 to --lr, at most --max_iters {preset}")
     add("--decay", choices=["cosine", "linear", "none"],
         help=f"after the warm-up the rate falls to --min_lr at --max_iters along a cosine or a line, or stays {preset}")
     add("--min_lr", type=float, default=0.0, help="the rate at --max_iters (default: %(default)s)")
@@ -181,6 +181,9 @@ def check(args, cuda):
     for k, ok, allowed in ranges:
         if not ok:
             die(f"--{k} must be {allowed} (got {getattr(args, k)})")
+    if args.warmup_iters > args.max_iters:
+        die(f"--warmup_iters {args.warmup_iters} must be at most --max_iters {args.max_iters}: the rate would "
+            "never reach --lr")
     if args.d_model % args.n_head:
         die(f"--n_head {args.n_head} must divide --d_model {args.d_model}")
     if args.device != "cpu":
