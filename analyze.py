@@ -17,10 +17,12 @@ import math
 import os
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
+import cli
 import compare
 import place
 import plots
@@ -43,10 +45,7 @@ NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions",
                "walk_len", "d_rnn")
 
 
-def die(msg):
-    """Bad input: one line on stderr, exit status 2."""
-    print(f"analyze.py: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+die = partial(cli.die, "analyze.py")  # bad input: one line on stderr, exit status 2
 
 
 def parse_args(argv=None):

@@ -12,10 +12,12 @@ import argparse
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+import cli
 from env import Batches, GridWorld
 import gpu
 from model import Model, ModelConfig
@@ -28,10 +30,7 @@ SIZES = {
 }
 
 
-def die(msg):
-    """Bad input: one line on stderr, exit status 2."""
-    print(f"bench.py: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+die = partial(cli.die, "bench.py")  # bad input: one line on stderr, exit status 2
 
 
 def parse_args(argv):

@@ -13,10 +13,11 @@ import io
 import json
 import math
 import os
-import sys
+from functools import partial
 
 import numpy as np
 
+import cli
 import plots
 from plots import act_label, plt, png
 
@@ -34,10 +35,7 @@ RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_
                "ffn_token_cell_fraction": "ffn_tc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
 
 
-def die(msg):
-    """Bad input: one line on stderr, exit status 2."""
-    print(f"compare.py: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+die = partial(cli.die, "compare.py")  # bad input: one line on stderr, exit status 2
 
 
 RM_THRESHOLDS = (0.5, 0.1)  # learning speed: when familiar RM error first reaches these

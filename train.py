@@ -22,6 +22,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, fields
+from functools import partial
 
 if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads: exit 130 at once, no traceback
@@ -31,6 +32,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
+import cli  # noqa: E402
 import gpu  # noqa: E402
 from env import Batches, GridWorld, memory_counts  # noqa: E402
 from model import Model, ModelConfig  # noqa: E402
@@ -58,10 +60,7 @@ NEW_ON_RESUME = MACHINE + ("max_iters", "eval_interval", "out_dir", "resume", "o
 RESUME_KEYS = {"model", "model_config", "args", "optimizer", "scaler", "step", "loss_sum", "n_loss", "elapsed_s", "rng"}
 
 
-def die(msg):
-    """Bad input: one line on stderr, exit status 2."""
-    print(f"train.py: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+die = partial(cli.die, "train.py")  # bad input: one line on stderr, exit status 2
 
 
 # ---- settings -----------------------------------------------------------------------------------
