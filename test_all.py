@@ -627,6 +627,17 @@ def test_two_process_data_parallel_gives_the_same_losses(one_process_run, tmp_pa
     same_losses(read_log(one_process_run), read_log(tmp_path))
 
 
+def test_under_torchrun_process_0_alone_speaks(tmp_path, monkeypatch, capsys):
+    # every process reads the same flags: one says what was chosen, or what is wrong
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--alpha", "-1"])
+    assert e.value.code == 2 and capsys.readouterr().err == ""
+    monkeypatch.delenv("RANK")
+    r = torchrun(*TINY[2:], "--max_iters", "2", "--eval_interval", "2", "--out_dir", str(tmp_path))  # no --preset
+    assert r.stdout.count("no preset given") == 1, r.stdout
+
+
 def test_a_one_process_run_resumed_on_two_goes_on_with_its_walks(one_process_run, tmp_path):
     # the walks do not depend on the number of processes: the stream goes on where it stood
     train.main(DATA_PARALLEL + ["--max_iters", "3", "--out_dir", str(tmp_path)])
@@ -792,9 +803,10 @@ def test_cuda_two_nccl_processes_give_the_losses_of_one(tmp_path):
 
 
 def test_more_processes_than_gpus_is_named(monkeypatch, capsys):
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("RANK", "0")  # process 0, which speaks for all, sees it too
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(SystemExit) as e:
         train.distributed(argparse.Namespace(batch_size=8, device="cuda"))

@@ -154,7 +154,7 @@ def settle(argv):
             pass
     except OSError as e:
         die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
-    if auto_preset and ckpt is None:
+    if auto_preset and ckpt is None and int(os.environ.get("RANK", 0)) == 0:  # torchrun: process 0 alone says it
         print(f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
               "here; pass --preset to choose)")
     return args, ckpt
@@ -315,10 +315,10 @@ def distributed(args):
     if args.batch_size % world:
         die(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
     if args.device.startswith("cuda"):
-        local = int(os.environ["LOCAL_RANK"])
-        if local >= torch.cuda.device_count():
-            die(f"torchrun --nproc_per_node: {local + 1} or more processes, but {torch.cuda.device_count()} "
-                "GPU(s) here; give at most one process per GPU")
+        local, here = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])  # process 0 sees it too
+        if here > torch.cuda.device_count():
+            die(f"torchrun --nproc_per_node: {here} processes, but {torch.cuda.device_count()} GPU(s) here; "
+                "give at most one process per GPU")
         args.device = f"cuda:{local}"
         torch.cuda.set_device(args.device)
     dist.init_process_group(backend="nccl" if args.device.startswith("cuda") else "gloo")
