@@ -17,7 +17,9 @@ Three changes to a plain transformer:
    out of one pass as the same function as one pass per prefix (as the official release trains).
 
 Optionally (tem_t=True) queries and keys come from the position embedding only, and values from
-the sensory half of the stream (in the first block, the sensory part itself), as in TEM-t proper.
+the sensory half of the stream, as in TEM-t proper: of the block's normalised input, ln1(x)[..., d/2:],
+so the position half moves them too (LayerNorm takes its mean and scale over both halves), in the
+first block as in the others.
 """
 
 import math
@@ -115,7 +117,7 @@ class Attention(nn.Module):
         d, half = cfg.d_model, cfg.d_model // 2
         if cfg.tem_t:
             self.qk = nn.Linear(half, 2 * d, bias=False)  # from the position embedding
-            self.v = nn.Linear(half, d, bias=False)  # from the sensory half of the stream
+            self.v = nn.Linear(half, d, bias=False)  # from the sensory half of the normalised stream
         else:
             self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)

@@ -215,6 +215,23 @@ def test_recorded_activity_matches_the_forward_pass():
     assert (att[..., torch.triu(torch.ones(12, 12, dtype=torch.bool), 1)] == 0).all()
 
 
+def test_tem_t_values_are_the_sensory_half_of_the_normalised_stream():
+    # in the first block too: ln1 normalises both halves, so the position part moves the values
+    model = tiny_model(tem_t=True)
+    obs, act, _, _ = walks(T=6)
+    block, seen = model.blocks[0], {"ln1": [], "v": []}
+    hooks = [block.ln1.register_forward_hook(lambda mod, inp, out: seen["ln1"].append(out)),
+             block.attn.v.register_forward_hook(lambda mod, inp, out: seen["v"].append(inp[0]))]
+    with torch.no_grad():
+        for g0 in (torch.zeros(3, 16), torch.randn(3, 16)):  # the same observations at other positions
+            model(obs[:, :-1], act, g0)
+    for h in hooks:
+        h.remove()
+    for normalised, v_in in zip(seen["ln1"], seen["v"]):
+        assert torch.equal(v_in, normalised[..., 16:])
+    assert not torch.allclose(seen["v"][0], seen["v"][1])
+
+
 @pytest.mark.parametrize("tem_t", [False, True])
 def test_flops_per_step_matches_a_flop_counter(tem_t):
     # torch's FlopCounterMode counts every matrix multiply of a forward and backward pass. With
