@@ -23,6 +23,7 @@ import compare
 import gpu
 import memory
 import place
+import plots
 import silencing
 import train
 from env import Batches, GridWorld, visited_in_context
@@ -66,10 +67,28 @@ def test_nmda_gradcheck():
         assert torch.autograd.gradcheck(lambda z: nmda(z, alpha, 1.5), (x,))
 
 
-def test_activation_registry():
-    for name in ACTIVATIONS:
-        y = make_activation(name, 10.0, 1.0)(torch.randn(8))
-        assert y.shape == (8,)
+# Each registered activation and its formula. A new entry in nmda.ACTIVATIONS needs its formula here.
+FORMULAS = {
+    "nmda": lambda x: x / (1 + 10.0 * torch.exp(-x)),  # at alpha = 10, beta = 1
+    "gelu": lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+    "relu": lambda x: x.clamp(min=0),
+    "swish": lambda x: x / (1 + torch.exp(-x)),
+    "silu": lambda x: x / (1 + torch.exp(-x)),
+    "linear": lambda x: x,
+    "sigmoid": lambda x: 1 / (1 + torch.exp(-x)),
+    "tanh": lambda x: (torch.exp(x) - torch.exp(-x)) / (torch.exp(x) + torch.exp(-x)),
+    "leaky_relu": lambda x: torch.where(x > 0, x, 0.01 * x),
+    "elu": lambda x: torch.where(x > 0, x, torch.exp(x) - 1),
+}
+
+
+def test_each_registered_activation_computes_its_formula():
+    assert set(ACTIVATIONS) == set(FORMULAS), "give a new activation its formula in FORMULAS"
+    x = torch.linspace(-6, 6, 241, dtype=torch.float64)
+    for name, formula in FORMULAS.items():
+        torch.testing.assert_close(make_activation(name, 10.0, 1.0)(x), formula(x), msg=name)
+        if name != "nmda":  # alpha and beta shape NMDA alone
+            torch.testing.assert_close(make_activation(name, 0.5, 3.0)(x), formula(x), msg=name)
     with pytest.raises(ValueError):
         make_activation("nope")
 
@@ -272,13 +291,20 @@ def test_path_integration_stays_in_float32_under_bf16_autocast():
     assert g.dtype == torch.float32
 
 
-def test_compiled_model_equals_eager_on_two_walk_lengths():
-    # Training compiles with dynamic=False: each walk length gets its own static graph, never a
-    # dynamic-shape recompile (which crashed inductor). aot_eager traces what inductor would be
-    # given, in seconds on a CPU; inductor itself takes minutes here.
+def test_aot_compiled_model_equals_eager_with_one_static_graph_per_walk_length():
+    # Training compiles with dynamic=False: each walk length gets its own static graph, whole, and
+    # never a dynamic-shape one (which crashed inductor). aot_eager runs eagerly the forward and
+    # backward graphs that AOTAutograd would hand inductor, in seconds on a CPU; inductor's own
+    # kernels are compared on a GPU (test_cuda_compiled_paper_preset_matches_eager).
     model = tiny_model(context=4, **SMALL).train()
-    compiled = torch.compile(model, dynamic=False, backend="aot_eager")
-    for T in (12, 7):
+    graphs = []  # the example inputs of each graph compiled
+
+    def backend(gm, example_inputs):
+        graphs.append(example_inputs)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    compiled = torch.compile(model, dynamic=False, backend=backend)
+    for T in (12, 7, 12):
         obs, act, _, _ = walks(T=T)
         g0 = model.random_g0(3)
         eager, fast = model(obs[:, :-1], act, g0), compiled(obs[:, :-1], act, g0)
@@ -286,6 +312,9 @@ def test_compiled_model_equals_eager_on_two_walk_lengths():
         grads = [torch.autograd.grad(out.square().sum(), model.W_a)[0] for out in (eager, fast)]
         torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
     torch.compiler.reset()
+    # a dynamic graph would take its sizes as inputs (SymInt), and symbolic sizes in its tensors
+    assert all(isinstance(t, torch.Tensor) and all(isinstance(n, int) for n in t.shape) for g in graphs for t in g)
+    assert [g[0].shape for g in graphs] == [(3, 12), (3, 7)]  # one graph per length, no graph break; 12 again: cached
 
 
 # ---- train.py -----------------------------------------------------------------------------------
@@ -416,9 +445,10 @@ INTERRUPTED = TINY + ["--max_iters", "40", "--eval_interval", "10", "--dropout",
                                      ("cross_entropy", 33), ("memory_counts", 3)])
 def test_an_interrupted_and_resumed_run_is_the_same_run_bit_for_bit(where, n, straight_run, tmp_path, monkeypatch,
                                                                    capsys, sigint):
-    # Ctrl-C inside a training step (cross_entropy) or inside an evaluation (memory_counts, at the
-    # second evaluation): the run saves where it stands and --resume, given nothing else, ends the
-    # same run: the same log lines (but for the times) and the same final weights, bit for bit.
+    # Ctrl-C inside a training step (cross_entropy) or inside an evaluation (memory_counts, whose
+    # 3rd call is in the first evaluation, at step 10, on its novel maps: 2 batches of walks each for
+    # familiar and novel maps): the run saves where it stands and --resume, given nothing else, ends
+    # the same run: the same log lines (but for the times) and the same final weights, bit for bit.
     signal_at_call(monkeypatch, train.F if where == "cross_entropy" else train, where, n)
     with pytest.raises(SystemExit) as e:
         train.main(INTERRUPTED + ["--out_dir", str(tmp_path)])
@@ -765,12 +795,20 @@ def test_cuda_path_integration_equals_the_loop_in_values_and_gradients():
 
 
 @cuda
-def test_cuda_interrupted_and_resumed_run_ends_the_same(tmp_path):
+def test_cuda_interrupted_and_resumed_run_ends_the_same(tmp_path, monkeypatch, capsys, sigint):
+    # Ctrl-C within step 6, between the log lines of steps 4 and 8: the run saves there, and
+    # --resume, given nothing else, ends the same run
     argv = PAPER_SHORT + ["--max_iters", "8", "--eval_interval", "4", "--compile", "off", "--dtype", "float32"]
     train.main(argv + ["--out_dir", str(tmp_path / "straight")])
-    train.main(argv[:-2] + ["--max_iters", "4", "--dtype", "float32", "--out_dir", str(tmp_path / "resumed")])
-    train.main(["--resume", "--out_dir", str(tmp_path / "resumed"), "--max_iters", "8"])
+    signal_at_call(monkeypatch, train.F, "cross_entropy", 6)
+    with pytest.raises(SystemExit) as e:
+        train.main(argv + ["--out_dir", str(tmp_path / "resumed")])
+    assert e.value.code == 130 and "interrupted: saved" in capsys.readouterr().out
+    assert torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)["step"] == 6
+    monkeypatch.undo()
+    train.main(["--resume", "--out_dir", str(tmp_path / "resumed")])
     a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    assert [r["step"] for r in b] == ["4", "8"]
     # the same walks, dropout masks and schedule; cuBLAS may sum in another order: to float tolerance
     assert [float(r["loss"]) for r in b] == pytest.approx([float(r["loss"]) for r in a], rel=1e-4)
 
@@ -1283,7 +1321,22 @@ def test_flags_a_run_may_change_on_resume_do_not_split_runs_into_settings():
     assert set(train.NEW_ON_RESUME) - {"max_iters"} <= compare.NOT_SETTINGS
 
 
-def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
+@pytest.fixture
+def axes_with_data(monkeypatch):
+    """{PNG bytes: how many of the figure's axes show data (lines, bars, images)} for every figure drawn."""
+    drawn, real = {}, plots.png
+
+    def png(fig):
+        n = sum(ax.has_data() for ax in fig.axes)
+        data = real(fig)
+        drawn[data] = n
+        return data
+    monkeypatch.setattr(plots, "png", png)
+    monkeypatch.setattr(compare, "png", png)
+    return drawn
+
+
+def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys, axes_with_data):
     a, b = str(tiny_runs / "a"), str(tiny_runs / "b")
     analyze.main([a, b, "--quick", "--out", str(tmp_path)])
     m = json.load(open(os.path.join(a, "metrics.json")))
@@ -1295,12 +1348,18 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys):
     assert set(keys) <= m.keys()
     assert 0 <= m["rm_error"] <= 1 and m["wm_steps"] + m["rm_steps"] == m["walks"] * m["walk_len"]
     assert m["silence_1pct_k"] == 1 and m["silence_25pct_k"] == 32  # of 2 x 64 FFN neurons
-    for f in ("training.png", "rate_maps.png", "place_scores.png", "silencing.png"):
-        assert os.path.getsize(os.path.join(a, f)) > 1000
+    # every figure drawn, panel by panel: rate maps of the 6 most place-like units of each of 3 kinds
+    # beside map 0's tokens; a histogram per FFN layer, attention and g; one group of runs to compare
+    figures = {a: {"training.png": 2, "rate_maps.png": 1 + 3 * 6, "place_scores.png": 2 + 2, "silencing.png": 2},
+               tmp_path: {"errors_vs_alpha.png": 1, "errors_by_activation.png": 1, "place_score_vs_rm.png": 2,
+                          "learning_curves.png": 1}}
+    for folder, want in figures.items():
+        drawn = {f: open(os.path.join(folder, f), "rb").read() for f in want}
+        assert {f: axes_with_data.get(png) for f, png in drawn.items()} == want
+        assert all(plots.plt.imread(os.path.join(folder, f)).std() > 0 for f in want)  # a picture, not one colour
+    assert not (tmp_path / "learning_curves_by_num_maps.png").exists()  # one N: nothing to show
     rows = open(tmp_path / "runs.csv").read().splitlines()
     assert len(rows) == 3 and rows[0].startswith("run,") and "wm_error" in rows[0]
-    for f in ("errors_vs_alpha.png", "errors_by_activation.png", "place_score_vs_rm.png", "learning_curves.png"):
-        assert os.path.getsize(tmp_path / f) > 1000
     out = capsys.readouterr().out
     assert a in out and b in out and "Pearson" in out
     summary = open(tmp_path / "summary.csv").read().splitlines()  # one row per setting: alpha 10, alpha 0
