@@ -12,22 +12,18 @@ import argparse
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 import cli
+from cli import PRESETS
 from env import Batches, GridWorld
 import gpu
 from model import Model, ModelConfig
 
-# train.py's presets, their sizes only (a test keeps them equal): the model, the grid, the walks.
-SIZES = {
-    "paper": dict(model=ModelConfig(), size=11, num_maps=32, walk_len=128, batch_size=256),
-    "small": dict(model=ModelConfig(n_head=4, d_model=64, d_ff=256, d_rnn=32, context=16, dropout=0.0),
-                  size=7, num_maps=4, walk_len=64, batch_size=32),
-}
 
 
 die = partial(cli.die, "bench.py")  # bad input: one line on stderr, exit status 2
@@ -36,7 +32,8 @@ die = partial(cli.die, "bench.py")  # bad input: one line on stderr, exit status
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0], allow_abbrev=False)
     p.error = die  # argparse's own complaints: one line, exit 2
-    p.add_argument("--preset", choices=["auto", *SIZES], default="auto", help="auto: paper on a GPU, else small")
+    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
+                   help="train.py's preset to time; auto: paper on a GPU, else small")
     p.add_argument("--batch_size", type=int, help="walks per step (default: the preset's)")
     p.add_argument("--steps", type=int, default=20, help="timed steps after warm-up (default: %(default)s)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N training iterations")
@@ -53,7 +50,7 @@ def parse_args(argv):
         die(f"--device {args.device!r} is not available here; use auto or cpu")
     if on_gpu and (torch.device(args.device).index or 0) >= torch.cuda.device_count():
         die(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
-    args.preset = ("paper" if on_gpu else "small") if args.preset == "auto" else args.preset
+    args.preset = cli.auto_preset(args.device) if args.preset == "auto" else args.preset
     dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))
     args.dtype = dtype if args.dtype == "auto" else args.dtype
     args.compile = compile_ if args.compile == "auto" else args.compile
@@ -67,8 +64,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    sizes, device = SIZES[args.preset], torch.device(args.device)
-    B, T = args.batch_size or sizes["batch_size"], sizes["walk_len"]
+    preset, device = PRESETS[args.preset], torch.device(args.device)  # its model, grid and walks
+    B, T = args.batch_size or preset["batch_size"], preset["walk_len"]
     cuda = device.type == "cuda"
 
     def sync():  # wait for the GPU, so that a time is the work's, not the launch's
@@ -81,8 +78,8 @@ def main(argv=None):
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
     scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # as train.py's step
     torch.manual_seed(0)
-    env = GridWorld(sizes["size"], num_maps=sizes["num_maps"], device=device)
-    model = Model(sizes["model"]).to(device)
+    env = GridWorld(preset["size"], preset["n_obs"], preset["num_maps"], device=device)
+    model = Model(ModelConfig(**{f.name: preset[f.name] for f in fields(ModelConfig) if f.name in preset})).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=cuda)
     try:
         batches = Batches(env, B, T, model.random_g0)

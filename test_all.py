@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -628,15 +627,6 @@ def test_benchmark_prints_both_layouts_and_writes_nothing(tmp_path, capsys, monk
             bench.main(argv)
         lines = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(lines) == 1 and flag in lines[0], (argv, lines)
-
-
-def test_benchmark_sizes_are_the_presets_of_train():
-    for name, sizes in bench.SIZES.items():
-        preset = train.PRESETS[name]
-        assert {k: preset[k] for k in ("size", "num_maps", "walk_len", "batch_size")} == \
-            {k: sizes[k] for k in ("size", "num_maps", "walk_len", "batch_size")}
-        cfg = asdict(sizes["model"])
-        assert {k: preset[k] for k in cfg if k in preset} == {k: cfg[k] for k in cfg if k in preset}
 
 
 DATA_PARALLEL = TINY + ["--eval_interval", "3", "--dropout", "0", "--seed", "3", "--decay", "none"]

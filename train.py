@@ -34,24 +34,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import cli  # noqa: E402
 import gpu  # noqa: E402
+from cli import PRESETS  # noqa: E402  the paper's settings, and the small ones for a CPU
 from env import Batches, GridWorld, memory_counts  # noqa: E402
 from model import Model, ModelConfig  # noqa: E402
 from nmda import ACTIVATIONS  # noqa: E402
 
-# Preset values fill every preset flag the command line leaves unset.
-PRESETS = {
-    # The paper's task and model (Kim et al. 2023; the official release's sizes), for one GPU.
-    # One pass trains every step of a 128-step walk: 256 walks are 32,768 predictions a step, 64
-    # times an official step, so the learning rate is 10x the official 1e-4 (RESULTS.md, paper scale).
-    "paper": dict(size=11, n_obs=10, num_maps=32, n_layer=2, n_head=8, d_model=512, d_ff=2048,
-                  d_rnn=128, context=64, walk_len=128, batch_size=256, lr=1e-3, warmup_iters=200,
-                  decay="cosine", dropout=0.1, max_iters=20000, eval_interval=500, eval_walks=512),
-    # For a 2-core CPU, minutes: a 7x7 grid, 4 maps, a narrow model and a short context (so that
-    # a third of the steps are reference-memory steps). RESULTS.md says how it was tuned.
-    "small": dict(size=7, n_obs=10, num_maps=4, n_layer=2, n_head=4, d_model=64, d_ff=256,
-                  d_rnn=32, context=16, walk_len=64, batch_size=32, lr=5e-3, warmup_iters=200,
-                  decay="cosine", dropout=0.0, max_iters=4500, eval_interval=250, eval_walks=256),
-}
 # A resumed run takes its settings from its checkpoint, except these: the machine's (which follow
 # the machine it resumes on unless given) and how long and how often (which may be given anew).
 MACHINE = ("device", "dtype", "compile")
