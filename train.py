@@ -39,10 +39,11 @@ from env import Batches, GridWorld, memory_counts  # noqa: E402
 from model import Model, ModelConfig  # noqa: E402
 from nmda import ACTIVATIONS  # noqa: E402
 
-# A resumed run takes its settings from its checkpoint, except these: the machine's (which follow
-# the machine it resumes on unless given) and how long and how often (which may be given anew).
-MACHINE = ("device", "dtype", "compile")
-NEW_ON_RESUME = MACHINE + ("max_iters", "eval_interval", "out_dir", "resume", "overwrite")
+# A resumed run keeps its checkpoint's settings but for those of the machine it now runs on and of
+# where it now lives (MINE, the command line's or the defaults), and may be given anew how long it
+# runs and how often it logs.
+MINE = ("device", "dtype", "compile", "out_dir", "resume", "overwrite")
+NEW_ON_RESUME = MINE + ("max_iters", "eval_interval")
 # What a checkpoint holds, all of it needed to resume the run exactly.
 RESUME_KEYS = {"model", "model_config", "args", "optimizer", "scaler", "step", "loss_sum", "n_loss", "elapsed_s", "rng"}
 
@@ -52,47 +53,58 @@ die = partial(cli.die, "train.py")  # bad input: one line on stderr, exit status
 
 # ---- settings -----------------------------------------------------------------------------------
 
-def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+def parser(only_given=False):
+    """train.py's flags. With only_given, parse_args returns the flags on the command line alone: an
+    unset flag is left out (argparse.SUPPRESS), not set to its default."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                argument_default=argparse.SUPPRESS if only_given else None)
     p.error = die  # argparse's own complaints: one line, exit 2
-    add, preset = p.add_argument, "(default: from --preset)"
-    add("--preset", choices=["auto", "paper", "small"], default="auto",
+
+    def add(flag, default=None, **kw):  # its help ends with its default, or the presets' values that set it
+        name = flag[2:]
+        if name in PRESETS["small"]:
+            kw["help"] += " (presets: " + ", ".join(f"{k} {v[name]:g}" if isinstance(v[name], float) else
+                                                    f"{k} {v[name]}" for k, v in PRESETS.items()) + ")"
+        elif default is not None:
+            kw["help"] += f" (default: {default})"
+        p.add_argument(flag, **kw, **({} if default is None or only_given else {"default": default}))
+
+    add("--preset", choices=["auto", *PRESETS], default="auto",
         help="paper: the paper's settings, for one GPU; small: for a 2-core CPU; auto: paper on a GPU, else small")
-    add("--act", default="nmda", help=f"feed-forward activation: {', '.join(ACTIVATIONS)} (default: %(default)s)")
-    add("--alpha", type=float, default=10.0,
-        help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear (default: %(default)s)")
-    add("--beta", type=float, default=1.0, help="NMDA beta, the steepness of the gate (default: %(default)s)")
+    add("--act", default="nmda", help=f"feed-forward activation: {', '.join(ACTIVATIONS)}")
+    add("--alpha", type=float, default=10.0, help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear")
+    add("--beta", type=float, default=1.0, help="NMDA beta, the steepness of the gate")
     add("--tem_t", action="store_true",
-        help="TEM-t attention: q, k from the position embedding, v from the sensory half of the stream")
-    add("--size", type=int, help=f"grid side length L {preset}")
-    add("--n_obs", type=int, help=f"number of sensory tokens {preset}")
-    add("--num_maps", type=int, help=f"number of familiar maps N {preset}")
+        help="TEM-t attention: q, k from the position embedding, v from the sensory half of the normalised stream")
+    add("--size", type=int, help="grid side length L")
+    add("--n_obs", type=int, help="number of sensory tokens")
+    add("--num_maps", type=int, help="number of familiar maps N")
     add("--n_actions", type=int, default=5, choices=[4, 5], help="5: stay + 4 moves; 4: moves only")
-    add("--n_layer", type=int, help=f"transformer blocks {preset}")
-    add("--n_head", type=int, help=f"attention heads {preset}")
-    add("--d_model", type=int, help=f"token width, half position and half sensory {preset}")
-    add("--d_ff", type=int, help=f"feed-forward hidden units {preset}")
-    add("--d_rnn", type=int, help=f"size of the position vector g {preset}")
-    add("--context", type=int, help=f"past observations a prediction may attend to {preset}")
-    add("--dropout", type=float, help=f"dropout after attention and feed-forward {preset}")
-    add("--walk_len", type=int, help=f"steps per training walk; every step is a prediction {preset}")
-    add("--batch_size", type=int, help=f"walks per optimizer step (global, over all processes) {preset}")
-    add("--lr", type=float, help=f"Adam's peak learning rate {preset}")
-    add("--warmup_iters", type=int, help=f"steps of linear warm-up from 0 to --lr, at most --max_iters {preset}")
+    add("--n_layer", type=int, help="transformer blocks")
+    add("--n_head", type=int, help="attention heads")
+    add("--d_model", type=int, help="token width, half position and half sensory")
+    add("--d_ff", type=int, help="feed-forward hidden units")
+    add("--d_rnn", type=int, help="size of the position vector g")
+    add("--context", type=int, help="past observations a prediction may attend to")
+    add("--dropout", type=float, help="dropout after attention and feed-forward")
+    add("--walk_len", type=int, help="steps per training walk; every step is a prediction")
+    add("--batch_size", type=int, help="walks per optimizer step (global, over all processes)")
+    add("--lr", type=float, help="Adam's peak learning rate")
+    add("--warmup_iters", type=int, help="steps of linear warm-up from 0 to --lr, at most --max_iters")
     add("--decay", choices=["cosine", "linear", "none"],
-        help=f"after the warm-up the rate falls to --min_lr at --max_iters along a cosine or a line, or stays {preset}")
-    add("--min_lr", type=float, default=0.0, help="the rate at --max_iters (default: %(default)s)")
-    add("--grad_clip", type=float, default=0.25, help="gradient-norm clip, 0: off (default: %(default)s)")
-    add("--max_iters", type=int, help=f"optimizer steps {preset}")
-    add("--eval_interval", type=int, help=f"steps between evaluations, log lines and checkpoints {preset}")
-    add("--eval_walks", type=int, help=f"walks per evaluation, familiar and novel each {preset}")
-    add("--seed", type=int, default=0, help="seed of the familiar maps, the walks and the weights (default: %(default)s)")
-    add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1, ... (default: %(default)s)")
+        help="after the warm-up the rate falls to --min_lr at --max_iters along a cosine or a line, or stays")
+    add("--min_lr", type=float, default=0.0, help="the rate at --max_iters")
+    add("--grad_clip", type=float, default=0.25, help="gradient-norm clip, 0: off")
+    add("--max_iters", type=int, help="optimizer steps")
+    add("--eval_interval", type=int, help="steps between evaluations, log lines and checkpoints")
+    add("--eval_walks", type=int, help="walks per evaluation, familiar and novel each")
+    add("--seed", type=int, default=0, help="seed of the familiar maps, the walks and the weights")
+    add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1, ...")
     add("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
         help="autocast precision; auto: bfloat16 on a GPU of sm_80 or newer, float16 (loss-scaled) on older ones, "
              "float32 on a CPU")
     add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for a GPU")
-    add("--out_dir", default="out", help="where ckpt.pt and log.csv go (default: %(default)s)")
+    add("--out_dir", default="out", help="where ckpt.pt and log.csv go")
     add("--resume", action="store_true", help="continue out_dir/ckpt.pt; --max_iters, --eval_interval, --device, "
                                              "--dtype and --compile may be given anew")
     add("--overwrite", action="store_true", help="start afresh even if out_dir/ckpt.pt exists")
@@ -102,31 +114,28 @@ def parser():
 def settle(argv):
     """The run's settings and the checkpoint to resume (or None). One rule decides every setting:
         a flag on the command line  >  the checkpoint's (with --resume)  >  the preset's  >  the default,
-    where a resumed run keeps none of the machine's settings (MACHINE), and 'auto' is then decided
-    for this machine. Every value is checked before anything is said about --out_dir."""
-    p = parser()
-    flags = vars(p.parse_args(argv))
-    given = {a[2:].split("=")[0] for a in argv if a.startswith("--")}
-    defaults = vars(p.parse_args([]))
-    ckpt = load_checkpoint(os.path.join(flags["out_dir"], "ckpt.pt")) if flags["resume"] else None
-    mine = MACHINE + ("out_dir", "resume", "overwrite")  # the command line's, never the checkpoint's
-    saved = {} if ckpt is None else {"warmup_iters": 0, "decay": "none",  # a run from before the schedule
-                                     **{k: v for k, v in ckpt["args"].items() if k not in mine}}
+    where a resumed run takes none of MINE from its checkpoint, and 'auto' is then decided for this
+    machine. Every value is checked before anything is said about --out_dir."""
+    defaults = vars(parser().parse_args([]))
+    given = vars(parser(only_given=True).parse_args(argv))  # the flags on the command line, and only them
+    out_dir = given.get("out_dir", defaults["out_dir"])
+    ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt")) if given.get("resume") else None
+    saved = {}  # the checkpoint's settings
     if ckpt is not None:
-        fixed = sorted(k for k in given - set(NEW_ON_RESUME) if flags[k] != saved.get(k))
+        saved = {"warmup_iters": 0, "decay": "none",  # a run from before the schedule
+                 **{k: v for k, v in ckpt["args"].items() if k not in MINE}}
+        fixed = sorted(k for k in given.keys() - NEW_ON_RESUME if given[k] != saved.get(k))
         if fixed:
-            die(f"--{fixed[0]} cannot change when resuming: {flags['out_dir']}/ckpt.pt keeps its own settings "
+            die(f"--{fixed[0]} cannot change when resuming: {out_dir}/ckpt.pt keeps its own settings "
                 f"(--{fixed[0]} {saved.get(fixed[0])}); start a new --out_dir to change it")
-    s = {**defaults, **saved, **{k: flags[k] for k in given}}
     cuda = torch.cuda.is_available()
-    if s["device"] == "auto":
-        s["device"] = "cuda" if cuda else "cpu"
-    auto_preset = s["preset"] == "auto"
-    if auto_preset:
-        s["preset"] = "paper" if s["device"].startswith("cuda") else "small"
-    s = {**defaults, **PRESETS[s["preset"]], **saved, **{k: flags[k] for k in given},
-         "device": s["device"], "preset": s["preset"]}
-    args = argparse.Namespace(**s)
+    device = given.get("device", defaults["device"])
+    device = ("cuda" if cuda else "cpu") if device == "auto" else device
+    preset = {**defaults, **saved, **given}["preset"]
+    chosen = preset == "auto"  # by this machine: said below
+    preset = cli.auto_preset(device) if chosen else preset
+    args = argparse.Namespace(**{**defaults, **PRESETS[preset], **saved, **given, "device": device,
+                                 "preset": preset})
     check(args, cuda)
     dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))
     args.dtype = dtype if args.dtype == "auto" else args.dtype
@@ -141,7 +150,7 @@ def settle(argv):
             pass
     except OSError as e:
         die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
-    if auto_preset and ckpt is None and int(os.environ.get("RANK", 0)) == 0:  # torchrun: process 0 alone says it
+    if chosen and int(os.environ.get("RANK", 0)) == 0:  # torchrun: process 0 alone says it
         print(f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
               "here; pass --preset to choose)")
     return args, ckpt
@@ -334,7 +343,7 @@ def restore(ckpt, args, model, optimizer, scaler, batches, rank, world):
         if was != device.type:
             afresh = f"; on {device.type} (it ran on {was}) the random streams start afresh"
         elif len(mine) != world:
-            afresh = f"; on {world} process(es) (it ran on {len(mine)}) the dropout streams start afresh, the walks go on"
+            afresh = f"; on {world} process(es), not {len(mine)}, the dropout streams start afresh, the walks go on"
         print(f"resuming {args.out_dir}/ckpt.pt at step {step} of {args.max_iters}{afresh}"
               + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
         was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
