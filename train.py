@@ -247,9 +247,15 @@ def save_checkpoint(path, ckpt):
         die(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept")
 
 
-def rng_state(device):
-    """This process's random streams: the CPU's (dropout on a CPU, the initial weights) and the GPU's."""
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+def rng_states(device, ddp, world):
+    """Every process's random streams, gathered for rank 0's checkpoint: the CPU's (dropout on a CPU,
+    the initial weights) and the GPU's."""
+    mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    if not ddp:
+        return [mine]
+    ranks = [None] * world
+    dist.all_gather_object(ranks, mine)
+    return ranks
 
 
 @torch.no_grad()
@@ -289,6 +295,14 @@ def train_step(model, optimizer, scaler, autocast, grad_clip, obs, act, g0):
     return loss.detach()
 
 
+def non_finite(loss, step, ckpt_path):
+    """A loss that is nan or inf ends the run (exit status 1), its weights unsaved."""
+    kept = (f"the last good checkpoint is kept in {ckpt_path}" if os.path.exists(ckpt_path)
+            else "no checkpoint was saved")
+    print(f"train.py: the loss is {loss} near step {step}; stopped, and {kept}. Try a lower --lr", file=sys.stderr)
+    sys.exit(1)
+
+
 def append_log(path, row):
     """One row of log.csv, with its header if the file is new."""
     try:
@@ -300,6 +314,22 @@ def append_log(path, row):
             w.writerow(row)
     except OSError as e:
         die(f"cannot write {path} ({e.strerror}); ckpt.pt is saved")
+
+
+def stop_now(signals, loss_sum, at_log, ddp, world):
+    """Whether to stop after this step. A single process stops at the step a signal came in.
+    Data-parallel processes decide together at a log line, all of them if any was signalled, in the
+    all-reduce that also makes loss_sum (the interval's, in place) the mean of every process's: a
+    process that stopped alone between log lines would leave the others waiting for it in the
+    gradients' all-reduce."""
+    if not ddp:
+        return bool(signals)
+    if not at_log:
+        return False
+    flags = torch.tensor([loss_sum.item(), len(signals)], dtype=torch.float64, device=loss_sum.device)
+    dist.all_reduce(flags)
+    loss_sum.fill_(flags[0].item() / world)
+    return flags[1].item() > 0
 
 
 def distributed(args):
@@ -330,27 +360,27 @@ def restore(ckpt, args, model, optimizer, scaler, batches, rank, world):
     if ckpt["scaler"] and scaler.is_enabled():  # a float16 run going on in float16: its loss scale
         scaler.load_state_dict(ckpt["scaler"])
     step = ckpt["step"]
-    was = torch.device(ckpt["rng"]["device"]).type  # random states are per device type
-    mine = ckpt["rng"]["ranks"] if "ranks" in ckpt["rng"] else [ckpt["rng"]]  # one per process
-    if was == device.type:  # the walks, which every process draws alike, go on however many there are
+    ran_on = torch.device(ckpt["rng"]["device"]).type  # random states are per device type
+    streams = ckpt["rng"]["ranks"] if "ranks" in ckpt["rng"] else [ckpt["rng"]]  # one per process
+    if ran_on == device.type:  # the walks, which every process draws alike, go on however many there are
         batches.load_state(ckpt["rng"]["walks"])
-    if was == device.type and len(mine) == world:  # and each process's own stream (dropout)
-        torch.set_rng_state(mine[rank]["torch"])
+    if ran_on == device.type and len(streams) == world:  # and each process's own stream (dropout)
+        torch.set_rng_state(streams[rank]["torch"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(mine[rank]["cuda"], device)
+            torch.cuda.set_rng_state(streams[rank]["cuda"], device)
     if rank == 0:
         afresh = ""
-        if was != device.type:
-            afresh = f"; on {device.type} (it ran on {was}) the random streams start afresh"
-        elif len(mine) != world:
-            afresh = f"; on {world} process(es), not {len(mine)}, the dropout streams start afresh, the walks go on"
+        if ran_on != device.type:
+            afresh = f"; on {device.type} (it ran on {ran_on}) the random streams start afresh"
+        elif len(streams) != world:
+            afresh = f"; on {world} process(es), not {len(streams)}, the dropout streams start afresh, the walks go on"
         print(f"resuming {args.out_dir}/ckpt.pt at step {step} of {args.max_iters}{afresh}"
               + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
-        was = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
-        if args.max_iters != was.max_iters and args.decay != "none" and step < args.max_iters:
-            print(f"--max_iters {was.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
+        before = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
+        if args.max_iters != before.max_iters and args.decay != "none" and step < args.max_iters:
+            print(f"--max_iters {before.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
                   f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
-                  f"(it would have been {get_lr(step, was):.3g})")
+                  f"(it would have been {get_lr(step, before):.3g})")
     return step, ckpt["n_loss"], ckpt["elapsed_s"]
 
 
@@ -427,84 +457,69 @@ def train(argv, signals):
         print(f"errors are arg-max error rates; chance is {1 - 1 / args.n_obs:.2f}. WM: the answer is in the "
               "context; RM: it is not")
 
-    # ---- the training loop: a step; every eval_interval steps an evaluation, a checkpoint and a log line
-    start_step = step
-    retire_log = ckpt is None  # a fresh run (--overwrite too): its first checkpoint, a stop's too, retires an old log
+    # ---- the loop: a step; at a log line (every eval_interval steps, and the last) an evaluation, a
+    # checkpoint and a line of log.csv; at a stop, a checkpoint
+    if signals and not ddp:  # Ctrl-C while setting up (data-parallel: at the first log line, together)
+        print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
+        sys.exit(130)
+    if args.compile == "on" and master and step < args.max_iters:
+        print("compiling the model (its first step)...", flush=True)
+    start_step, stop, steps_timed = step, False, 0  # steps_timed: since t_log
     t_start = t_log = time.time()  # the process's start; the last log line (or the end of compilation)
-    steps_timed, stop = 0, bool(signals) and not ddp  # steps since t_log; a stop (data-parallel: at a log line)
+    retire_log = ckpt is None  # a fresh run's first checkpoint (a stop's too) retires the log it --overwrites
     while step < args.max_iters and not stop:
-        if step == start_step and args.compile == "on" and master:
-            print("compiling the model (its first step)...", flush=True)
         lr = get_lr(step, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum += train_step(model, optimizer, scaler, autocast, args.grad_clip, *batches.next())
-        n_loss += 1
-        step += 1
-        steps_timed += 1
-        stop = bool(signals) and not ddp  # data-parallel processes decide together, at the log line
-        if step == start_step + 1 and args.compile == "on":
+        step, n_loss, steps_timed = step + 1, n_loss + 1, steps_timed + 1
+        if step == start_step + 1 and args.compile == "on":  # compilation stays out of ms/step and the ETA
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if master:
                 print(f"compiled in {time.time() - t_log:.0f} s", flush=True)
-            t_log, steps_timed = time.time(), 0  # compilation stays out of ms/step and the ETA
+            t_log, steps_timed = time.time(), 0
         at_log = step % args.eval_interval == 0 or step == args.max_iters
-        if at_log and ddp:  # every process's slice makes the global loss; all stop if any was signalled
-            flags = torch.tensor([loss_sum.item(), len(signals)], dtype=torch.float64, device=device)
-            dist.all_reduce(flags)
-            loss_sum.fill_(flags[0].item() / world)
-            stop = flags[1].item() > 0
-        if at_log or stop:  # before any checkpoint: weights that a non-finite loss reached are never saved
+        stop = stop_now(signals, loss_sum, at_log, ddp, world)
+        if at_log or stop:
             mean_loss = loss_sum.item() / n_loss  # the one host-device sync per interval
-            if not math.isfinite(mean_loss):
-                kept = (f"the last good checkpoint is kept in {ckpt_path}" if os.path.exists(ckpt_path)
-                        else "no checkpoint was saved")
-                print(f"train.py: the loss is {mean_loss} near step {step}; stopped, and {kept}. Try a lower --lr",
-                      file=sys.stderr)
-                sys.exit(1)
-        if at_log:
-            ms = (time.time() - t_log) * 1000 / max(steps_timed, 1)  # the steps alone
-            loss_sum.zero_()
-            n_loss = 0
-            m = evaluate(raw_model, env, args, autocast) if master else None
-        if at_log or stop:  # every process hands rank 0 its random state; rank 0 writes the checkpoint
-            if retire_log and master and os.path.exists(log_path):
-                os.remove(log_path)
-            retire_log = False
-            ranks = [rng_state(device)]
-            if ddp:
-                ranks = [None] * world
-                dist.all_gather_object(ranks, rng_state(device))
+            if not math.isfinite(mean_loss):  # before any checkpoint: such weights are never saved
+                non_finite(mean_loss, step, ckpt_path)
+            if at_log:
+                ms = (time.time() - t_log) * 1000 / max(steps_timed, 1)  # the steps alone
+                loss_sum.zero_()
+                n_loss = 0
+                m = evaluate(raw_model, env, args, autocast) if master else None
+            ranks = rng_states(device, ddp, world)  # every process's; rank 0 writes the checkpoint
             if master:
+                if retire_log and os.path.exists(log_path):
+                    os.remove(log_path)
                 save_checkpoint(ckpt_path, dict(
                     model=raw_model.state_dict(), model_config=asdict(cfg), args=vars(args), step=step,
                     optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
                     n_loss=n_loss, elapsed_s=elapsed + time.time() - t_start,
                     rng={"device": str(device), "walks": batches.state(), "ranks": ranks}))
-        if at_log and master:
-            interval_s = time.time() - t_log  # the steps, the evaluation and the checkpoint
-            eta = interval_s / max(steps_timed, 1) * (args.max_iters - step) / 60
-            mfu = f" | MFU {flops_per_step / (ms / 1000) / peak:.1%}" if peak else ""
-            print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
-                  f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
-                  f"{ms:.1f} ms/step{mfu} | ETA {eta:.1f} min", flush=True)
-            append_log(log_path, dict(
-                step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()}, lr=f"{lr:.4g}",
-                ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
-        if at_log:
-            t_log, steps_timed = time.time(), 0
+            retire_log = False
+            if at_log and master:
+                interval_s = time.time() - t_log  # the steps, the evaluation and the checkpoint
+                eta = interval_s / max(steps_timed, 1) * (args.max_iters - step) / 60
+                mfu = f" | MFU {flops_per_step / (ms / 1000) / peak:.1%}" if peak else ""
+                print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
+                      f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
+                      f"{ms:.1f} ms/step{mfu} | ETA {eta:.1f} min", flush=True)
+                append_log(log_path, dict(
+                    step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()}, lr=f"{lr:.4g}",
+                    ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
+            if at_log:
+                t_log, steps_timed = time.time(), 0
 
     # ---- the end: finished, or stopped by a signal
     if ddp:  # let every process finish together: rank 0 may still be evaluating and saving
         dist.barrier()
         dist.destroy_process_group()
-    if stop and step == start_step:
-        print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
-        sys.exit(130)
+    if stop and master:
+        print(f"\ninterrupted: saved {ckpt_path} at step {step}; --resume goes on from there")
     if stop:
-        if master:
-            print(f"\ninterrupted: saved {ckpt_path} at step {step}; --resume goes on from there")
         sys.exit(130)
     if master:
         print(f"done: {ckpt_path} ({step} steps). Analyse it with: python analyze.py {args.out_dir}")
