@@ -49,12 +49,13 @@ def forward_chunked(model, obs, act, g0, chunk=256, record=False):
     logits, units, s = [], [], 0
     while True:
         e = min(s + chunk, T)
-        rec = {} if record else None
-        out = model(obs[:, s:e], act[:, s:e], g[:, s], rec)  # (B, e-s, n_obs)
         keep = 0 if s == 0 else C - 1
-        logits.append(out[:, keep:])
         if record:
+            out, rec = model.record(obs[:, s:e], act[:, s:e], g[:, s])  # (B, e-s, n_obs) and the activity
             units.append(unit_activity(rec, C)[:, keep:])
+        else:
+            out = model(obs[:, s:e], act[:, s:e], g[:, s])
+        logits.append(out[:, keep:])
         if e == T:
             return torch.cat(logits, 1), torch.cat(units, 1) if record else None
         s = e - (C - 1)

@@ -122,8 +122,9 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.spell_out = False  # True (Model.record): attention spelled out and its weights kept in self.weights
 
-    def forward(self, x, pos_emb, mask, rec=None, queries_only=False):
+    def forward(self, x, pos_emb, mask, queries_only=False):
         """x (B, 2T, d): T observation tokens, then T query tokens; mask (T, 2T) from
         Model.attention_mask. Returns the update of every token, or of the query tokens alone."""
         B, S, d = x.shape
@@ -136,13 +137,12 @@ class Attention(nn.Module):
         # An observation token attends to itself alone: its softmax is 1, its output its own value.
         # Only the query tokens need attention proper, over [observations ; queries].
         q = split_tokens(q, 2)[1]  # (B, H, T, hd): the queries' queries
-        if rec is None:  # fused kernel: training and evaluation
+        if not self.spell_out:  # fused kernel: training and evaluation
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
         else:  # the same computation, spelled out so the attention weights can be read
             att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-            att = att.masked_fill(~mask, float("-inf")).softmax(-1)  # (B, H, T, 2T)
-            rec.setdefault("att", []).append(att)
-            y = att @ v
+            self.weights = att.masked_fill(~mask, float("-inf")).softmax(-1)  # (B, H, T, 2T)
+            y = self.weights @ v
         if not queries_only:
             y = torch.cat([split_tokens(v, 2)[0], y], 2)  # (B, H, 2T, hd): observation tokens get their values
         y = y.transpose(1, 2).reshape(B, -1, d)
@@ -159,10 +159,8 @@ class MLP(nn.Module):
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rec=None):
+    def forward(self, x):
         h = self.act(self.fc(x))  # (B, S, d_ff): the feed-forward "neurons"
-        if rec is not None:
-            rec.setdefault("ffn", []).append(h)
         return self.dropout(self.proj(h))
 
 
@@ -172,12 +170,12 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
 
-    def forward(self, x, pos_emb, mask, rec=None, queries_only=False):
+    def forward(self, x, pos_emb, mask, queries_only=False):
         """x (B, 2T, d) -> (B, 2T, d); or, with queries_only, (B, T, d): the last block, whose
         observation-token outputs nobody reads, updates and returns the query tokens alone."""
-        update = self.attn(self.ln1(x), pos_emb, mask, rec, queries_only)
+        update = self.attn(self.ln1(x), pos_emb, mask, queries_only)
         x = (split_tokens(x)[1] if queries_only else x) + update
-        return x + self.mlp(self.ln2(x), rec)
+        return x + self.mlp(self.ln2(x))
 
 
 class Model(nn.Module):
@@ -223,14 +221,11 @@ class Model(nn.Module):
         lag = i[:, None] - i[None, :]  # query t (row) minus observation s (column)
         return torch.cat([(lag >= 0) & (lag < self.cfg.context), lag == 0], 1)
 
-    def forward(self, obs, act, g0=None, rec=None):
+    def forward(self, obs, act, g0=None):
         """obs (B, T), act (B, T) -> logits (B, T, n_obs); logits[:, t] predicts obs[:, t+1]
         from obs[:, :t+1] and act[:, :t+1], attending to at most `context` past observations.
 
-        g0 (B, d_rnn): the starting position vector, drawn N(0, 1/d_rnn) if None.
-        rec: pass a dict to read out internal activity of the query tokens, filled with
-        "g" (B, T+1, d_rnn), "ffn" [n_layer x (B, T, d_ff)], "att" [n_layer x (B, H, T, T)]
-        where att[..., t, s] is the weight query t gives observation s."""
+        g0 (B, d_rnn): the starting position vector, drawn N(0, 1/d_rnn) if None."""
         B, T = obs.shape
         cfg = self.cfg
         if g0 is None:
@@ -243,15 +238,37 @@ class Model(nn.Module):
         query = torch.full_like(obs, cfg.n_obs)
         x = torch.cat([pos_emb, self.obs_emb(torch.cat([obs, query], 1))], 2)  # (B, 2T, d)
         mask = self.attention_mask(T, obs.device)
-        inner = None if rec is None else {}
         for i, block in enumerate(self.blocks):
-            x = block(x, pos_emb, mask, inner, queries_only=i == len(self.blocks) - 1)
-        if rec is not None:  # keep the query tokens' part
-            rec["g"] = g
-            rec["ffn"] = [split_tokens(h)[1] if h.shape[1] == 2 * T else h  # the last block holds queries alone
-                          for h in inner["ffn"]]
-            rec["att"] = [split_tokens(a, 3)[0] for a in inner["att"]]  # the weights on observation tokens
+            x = block(x, pos_emb, mask, queries_only=i == len(self.blocks) - 1)
         return self.head(self.ln_f(x))  # (B, T, n_obs)
+
+    def record(self, obs, act, g0=None):
+        """(logits, rec): the forward pass, and the internal activity of its query tokens, read by
+        forward hooks (as silencing.py's) that leave the forward as it is: "g" (B, T+1, d_rnn), the
+        position vectors (g_proj's input); "ffn" [n_layer x (B, T, d_ff)], the feed-forward neurons
+        after the activation; "att" [n_layer x (B, H, T, T)], where att[..., t, s] is the weight query
+        t gives observation s. The fused attention kernel never forms those weights, so meanwhile
+        attention is spelled out (Attention.spell_out): the same function."""
+        T, rec = obs.shape[1], {"ffn": []}
+
+        def ffn(module, inputs, out):  # (B, 2T, d_ff), or the query tokens alone in the last block
+            rec["ffn"].append(split_tokens(out)[1] if out.shape[1] == 2 * T else out)
+
+        hooks = [self.g_proj.register_forward_pre_hook(lambda module, inputs: rec.update(g=inputs[0]))]
+        hooks += [block.mlp.act.register_forward_hook(ffn) for block in self.blocks]
+        for block in self.blocks:
+            block.attn.spell_out = True
+        try:
+            logits = self(obs, act, g0)
+        finally:
+            for h in hooks:
+                h.remove()
+            for block in self.blocks:
+                block.attn.spell_out = False
+        rec["att"] = [split_tokens(block.attn.weights, 3)[0] for block in self.blocks]  # on observation tokens
+        for block in self.blocks:
+            block.attn.weights = None
+        return logits, rec
 
     def flops_per_step(self, batch, T):
         """Model FLOPs of one training step on `batch` walks of T predictions: forward + backward,

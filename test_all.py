@@ -224,9 +224,11 @@ def test_one_pass_equals_prefix_by_prefix():
 def test_recorded_activity_matches_the_forward_pass():
     model = tiny_model()
     obs, act, _, _ = walks(T=12)
-    g0, rec = torch.randn(3, 16), {}
-    logits = model(obs[:, :-1], act, g0, rec=rec)
-    torch.testing.assert_close(logits, model(obs[:, :-1], act, g0), rtol=1e-5, atol=1e-5)
+    g0 = torch.randn(3, 16)
+    fused = model(obs[:, :-1], act, g0)
+    logits, rec = model.record(obs[:, :-1], act, g0)
+    torch.testing.assert_close(logits, fused, rtol=1e-5, atol=1e-5)  # attention spelled out: the same function
+    assert torch.equal(model(obs[:, :-1], act, g0), fused)  # and the hooks gone: the forward as it was
     assert rec["g"].shape == (3, 13, 16) and len(rec["ffn"]) == 2 and rec["ffn"][0].shape == (3, 12, 64)
     att = rec["att"][0]  # (B, H, T, T): each query's weights over the observations sum to < 1
     assert att.shape == (3, 2, 12, 12) and (att.sum(-1) < 1).all()
@@ -252,15 +254,15 @@ def test_tem_t_values_are_the_sensory_half_of_the_normalised_stream():
 
 @pytest.mark.parametrize("tem_t", [False, True])
 def test_flops_per_step_matches_a_flop_counter(tem_t):
-    # torch's FlopCounterMode counts every matrix multiply of a forward and backward pass. With
-    # rec the attention is spelled out, so it charges the query tokens' full (T x 2T) score matrix,
+    # torch's FlopCounterMode counts every matrix multiply of a forward and backward pass. Recorded,
+    # the attention is spelled out, so it charges the query tokens' full (T x 2T) score matrix,
     # masked pairs too; flops_per_step (which MFU divides by) counts only the pairs the mask lets
     # through. And g0 needs no gradient, so the first path-integration step skips one backward
     # multiply.
     model, (B, T) = tiny_model(tem_t=tem_t).train(), (3, 10)
     obs, act, _, _ = walks(T=T, B=B)
     with FlopCounterMode(display=False) as counter:
-        model(obs[:, :-1], act, rec={}).sum().backward()
+        model.record(obs[:, :-1], act)[0].sum().backward()
     c = model.cfg
     mask = model.attention_mask(T, "cpu")
     masked_pairs = mask.numel() - mask.sum().item()
@@ -1119,9 +1121,8 @@ def test_chunked_long_walk_equals_unchunked():
 def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
     model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
     obs, act, _, _ = env.walk(2, 10, generator=torch.Generator().manual_seed(1))
-    rec = {}
     with torch.no_grad():
-        model(obs[:, :-1], act, torch.zeros(2, 8) + 0.1, rec)
+        _, rec = model.record(obs[:, :-1], act, torch.zeros(2, 8) + 0.1)
     units = memory.unit_activity(rec, 4)  # (B, T, U)
     kinds, layers, names = analyze.unit_kinds(model.cfg)
     assert units.shape[2] == len(kinds) == 2 * 32 + 2 * 2 * 4 + 8
@@ -1186,14 +1187,12 @@ def test_silencing_hook_zeroes_exactly_the_named_units():
     obs, act, _, _ = env.walk(2, 12, generator=torch.Generator().manual_seed(1))
     g0 = torch.randn(2, 8)
     with torch.no_grad():
-        base = {}
-        base_logits = model(obs[:, :-1], act, g0, base)
+        base_logits, base = model.record(obs[:, :-1], act, g0)
         masks = torch.ones(2, 32)
         masks[0, [3, 17]] = 0
         masks[1, [0, 31]] = 0
         hooks = silencing.silence(model, masks)
-        rec = {}
-        logits = model(obs[:, :-1], act, g0, rec)
+        logits, rec = model.record(obs[:, :-1], act, g0)
         for h in hooks:
             h.remove()
         assert (rec["ffn"][0][..., [3, 17]] == 0).all() and (rec["ffn"][1][..., [0, 31]] == 0).all()
@@ -1201,7 +1200,7 @@ def test_silencing_hook_zeroes_exactly_the_named_units():
         keep = masks[0].bool()
         assert torch.equal(rec["ffn"][0][..., keep], base["ffn"][0][..., keep])  # layer 0: nothing else moved
         assert not torch.allclose(logits, base_logits)
-        assert torch.equal(model(obs[:, :-1], act, g0, {}), base_logits)  # removed: back to normal
+        assert torch.equal(model.record(obs[:, :-1], act, g0)[0], base_logits)  # removed: back to normal
 
 
 # ---- loop closure
