@@ -60,14 +60,17 @@ def parser(only_given=False):
                                 argument_default=argparse.SUPPRESS if only_given else None)
     p.error = die  # argparse's own complaints: one line, exit 2
 
-    def add(flag, default=None, **kw):  # its help ends with its default, or the presets' values that set it
+    def add(flag, default=None, **kw):  # its help ends with its default, or with the presets' values
         name = flag[2:]
         if name in PRESETS["small"]:
-            kw["help"] += " (presets: " + ", ".join(f"{k} {v[name]:g}" if isinstance(v[name], float) else
-                                                    f"{k} {v[name]}" for k, v in PRESETS.items()) + ")"
+            values = [f"{k} {v[name]:g}" if isinstance(v[name], float) else f"{k} {v[name]}"
+                      for k, v in PRESETS.items()]
+            kw["help"] += f" (presets: {', '.join(values)})"
         elif default is not None:
             kw["help"] += f" (default: {default})"
-        p.add_argument(flag, **kw, **({} if default is None or only_given else {"default": default}))
+        if default is not None and not only_given:
+            kw["default"] = default
+        p.add_argument(flag, **kw)
 
     add("--preset", choices=["auto", *PRESETS], default="auto",
         help="paper: the paper's settings, for one GPU; small: for a 2-core CPU; auto: paper on a GPU, else small")
