@@ -20,6 +20,7 @@ import analyze
 import bench
 import compare
 import gpu
+import gpucheck
 import memory
 import place
 import plots
@@ -1386,3 +1387,32 @@ def test_a_failed_analysis_replaces_nothing(tiny_runs, monkeypatch):
         analyze.main([a, "--quick", "--no_figures"])
     assert open(os.path.join(a, "metrics.json")).read() == "old"
     assert not [f for f in os.listdir(a) if f.endswith(".tmp")]
+
+
+# ---- gpucheck.py --------------------------------------------------------------------------------
+
+def test_gpucheck_at_tiny_sizes_prints_every_row_last_and_writes_runs_that_analyze_reads(tmp_path, capsys):
+    cuda = torch.cuda.is_available()  # on a GPU this suite runs the GPU tests itself: not twice
+    assert gpucheck.main(["--tiny", "--out", str(tmp_path)] + ["--skip", "tests"] * cuda) == 0
+    table = open(tmp_path / "table.md").read().rstrip()
+    assert capsys.readouterr().out.rstrip().endswith(table)  # the table is the last thing printed
+    cells = [line[2:-2].split(" | ") for line in table.splitlines()[4:]]  # check | result | target | verdict
+    rows = {c[0]: c[1:] for c in cells}
+    runs = ["training NMDA α = 10", "training NMDA α = 0", "training GELU"]
+    assert list(rows)[:4] == ["GPU tests (pytest -k cuda)", "bench.py small: float32, eager",
+                              "bench.py small: auto dtype, eager", "bench.py small: auto dtype, compiled"]
+    assert list(rows)[-4:] == ["path integration forward + backward", *runs]
+    assert "ms/step" in rows["bench.py small: float32, eager"][0] and "ms at B = 32" in list(rows.values())[-4][0]
+    if not cuda:
+        assert rows["GPU tests (pytest -k cuda)"][0] == rows["bench.py small: auto dtype, compiled"][0] == "skipped: no GPU"
+    assert all(r[2] in ("—", "not measured", "not measured (--tiny)") for r in rows.values())  # no verdict at tiny sizes
+    for run in ("nmda_a10", "nmda_a0", "gelu"):
+        assert len(read_log(tmp_path / f"run_{run}")) >= 1
+        path = tmp_path / f"run_{run}" / "ckpt.pt"
+        ckpt = torch.load(path, weights_only=True)
+        assert os.path.getsize(path) < 16 * 2**20 and "optimizer" not in ckpt
+        assert {v.dtype for v in ckpt["model"].values() if v.is_floating_point()} == {torch.bfloat16}
+        model, _, loaded = analyze.load_run(str(tmp_path / f"run_{run}"), "cpu")
+        assert loaded["step"] == ckpt["step"] >= 10 and next(model.parameters()).dtype == torch.float32
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert [c["check"] for c in summary["checks"]] == list(rows) and all(c["ok"] for c in summary["checks"])
