@@ -57,8 +57,8 @@ def parse_args(argv):
     add("--eval_interval", type=int, help="steps between the trainings' log rows (default: 250, a row every 20 s or "
                                           "so with three paper-preset runs on an H100; --tiny: 10)")
     add("--bench_steps", type=int, help="timed steps of each benchmark run (default: 10; --tiny: 2)")
-    add("--tests_s", type=float, default=240, help="time limit of the GPU tests, in s (default: %(default)s)")
-    add("--bench_s", type=float, default=180, help="time limit of each benchmark run, in s (default: %(default)s)")
+    add("--tests_s", type=float, default=150, help="time limit of the GPU tests, in s (default: %(default)s)")
+    add("--bench_s", type=float, default=120, help="time limit of each benchmark run, in s (default: %(default)s)")
     add("--skip", default="", help=f"steps to leave out, comma-separated: {', '.join(STEPS)} (default: none)")
     args = p.parse_args(argv)
     args.train_s = args.train_s if args.train_s is not None else 30 if args.tiny else 360
@@ -243,8 +243,8 @@ def trainings(args, env):
     targets = {name: (target, "not measured") if name == "NMDA α = 10" else ("—", "—") for name in RUNS}
     if "train" in args.skip:
         return [row(f"training {name}", SKIPPED, *targets[name]) for name in RUNS]
-    flags = (["--preset", "small", "--max_iters", "30", "--batch_size", "16", "--walk_len", "32", "--eval_walks", "32",
-              "--compile", "off"] if args.tiny else ["--preset", "paper"])
+    flags = (["--preset", "small", "--max_iters", "30", "--warmup_iters", "5", "--batch_size", "16", "--walk_len", "32",
+              "--eval_walks", "32", "--compile", "off"] if args.tiny else ["--preset", "paper"])
     flags += ["--eval_interval", str(args.eval_interval), "--overwrite"]
     runs = {}
     for name, (folder, act) in RUNS.items():
