@@ -23,13 +23,14 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 
 import torch
 
 import analyze
-import bench
 import gpu
-from model import Model
+from cli import PRESETS
+from model import Model, ModelConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = ("tests", "bench", "pi", "train")
@@ -200,13 +201,14 @@ def path_integration(args, eager_ms):
     check, target = "path integration forward + backward", f"≤ {TARGET_PI_MS:g} ms at B = 512, T = 128"
     if "pi" in args.skip:
         return row(check, SKIPPED, target, "not measured")
-    sizes, reps = bench.SIZES["small" if args.tiny else "paper"], 5 if args.tiny else 20
-    (B, T), Bb, Tb = (32, 64) if args.tiny else (512, 128), sizes["batch_size"], sizes["walk_len"]
+    preset, reps = PRESETS["small" if args.tiny else "paper"], 5 if args.tiny else 20
+    cfg = ModelConfig(**{f.name: preset[f.name] for f in fields(ModelConfig) if f.name in preset})
+    (B, T), Bb, Tb = (32, 64) if args.tiny else (512, 128), preset["batch_size"], preset["walk_len"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = gpu.auto_settings(gpu.capability(device))[0]
     try:
-        ms = path_integration_ms(sizes["model"], B, T, device, dtype, reps)
-        ms_b = ms if (B, T) == (Bb, Tb) else path_integration_ms(sizes["model"], Bb, Tb, device, dtype, reps)
+        ms = path_integration_ms(cfg, B, T, device, dtype, reps)
+        ms_b = ms if (B, T) == (Bb, Tb) else path_integration_ms(cfg, Bb, Tb, device, dtype, reps)
     except Exception as e:  # a crash is a result of the check, not its end
         return row(check, f"crashed: {type(e).__name__}: {' '.join(str(e).split())[:160]}", target, "not measured",
                    ok=False)
