@@ -24,6 +24,7 @@ import torch
 
 import cli
 import compare
+import official
 import place
 import plots
 import silencing
@@ -131,22 +132,26 @@ class Progress:
 
 
 def load_run(run_dir, device):
-    """(model, env, ckpt) from run_dir/ckpt.pt; any problem ends the program with one line."""
-    path = os.path.join(run_dir, "ckpt.pt")
+    """(model, env, ckpt) from run_dir/ckpt.pt, or from the official release's run_dir/checkpoint.pt;
+    any problem ends the program with one line."""
     if not os.path.exists(run_dir):
         die(f"{run_dir}: no such directory")
     if not os.path.isdir(run_dir):
         die(f"{run_dir}: not a directory; give a run folder of train.py, one holding ckpt.pt")
+    path = next((os.path.join(run_dir, f) for f in ("ckpt.pt", "checkpoint.pt") if os.path.isfile(os.path.join(run_dir, f))),
+                os.path.join(run_dir, "ckpt.pt"))
     if not os.path.isfile(path):
-        die(f"{path}: no checkpoint here (train.py --out_dir {run_dir} writes one)")
+        die(f"{path}: no checkpoint here (train.py --out_dir {run_dir} writes one; the official release, checkpoint.pt)")
     if plots.cannot_write(run_dir):
         die(f"{run_dir}: cannot write metrics.json there ({plots.cannot_write(run_dir)}); copy the run folder")
-    try:  # weights_only: a checkpoint holds only tensors and plain values, and no code runs
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only: tensors, plain values and official.ALLOWED only, and no code runs
+        ckpt = official.load(path)
     except Exception as e:
-        die(f"{path}: not a readable checkpoint (truncated or not a torch file: {type(e).__name__})")
+        die(f"{path}: not a readable checkpoint (truncated, not a torch file, or carrying code: {type(e).__name__})")
     try:
         assert isinstance(ckpt, dict), f"it holds a {type(ckpt).__name__}, not a dict"
+        if official.is_official(ckpt):  # the official release's: its weights, maps and sizes, in our layout
+            ckpt = official.as_run(ckpt)
         missing = [k for k in ("model", "model_config", "args", "step") if k not in ckpt]
         missing += [k for k in NEEDED_ARGS if k not in ckpt.get("args", {})]
         assert not missing, f"missing {', '.join(missing)}"
@@ -156,17 +161,21 @@ def load_run(run_dir, device):
         same = (model.cfg.n_obs, model.cfg.n_actions, model.cfg.context) == (args.n_obs, args.n_actions, args.context)
         assert same, "model and args disagree"
         env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
+        if "maps" in ckpt:  # an official run's own familiar maps
+            env.maps = ckpt["maps"].to(env.device)
     except Exception as e:
         why = " ".join(str(e).split())[:200]  # one line, however long the message
-        die(f"{path}: not a checkpoint of this project's model ({type(e).__name__}: {why})")
+        die(f"{path}: not a checkpoint of this project's model nor of the official release "
+            f"({type(e).__name__}: {why})")
     return model.to(device).eval(), env, ckpt
 
 
-def unit_kinds(cfg):
+def unit_kinds(model):
     """Kind ('ffn', 'att', 'g'), layer and a name for each column of unit_activity."""
+    cfg = model.cfg
     units = [("ffn", layer, f"FFN L{layer} #{i}") for layer in range(cfg.n_layer) for i in range(cfg.d_ff)]
     units += [("att", layer, f"att L{layer} H{h} lag {k}") for layer in range(cfg.n_layer)
-              for h in range(cfg.n_head) for k in range(cfg.context)]
+              for h in range(cfg.n_head) for k in range(model.span)]
     units += [("g", -1, f"g #{i}") for i in range(cfg.d_rnn)]
     kinds, layers, names = zip(*units)
     return np.array(kinds), np.array(layers), list(names)
@@ -180,7 +189,7 @@ def place_analysis(model, env, opts, gen, rng, progress):
     means over maps of score_map's si, null, silent, unstable, stability and obs_share, and of each
     unit's standard deviation over the steps (activity_sd); map 0's rate maps (rate) and tokens
     (tokens), the number of maps and the steps per map."""
-    C, kinds, per_map = model.cfg.context, unit_kinds(model.cfg)[0], []
+    C, kinds, per_map = model.span, unit_kinds(model)[0], []
     progress.stage("rate maps and shuffle tests, map by map", min(opts.rate_maps, env.num_maps))
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
@@ -209,7 +218,7 @@ def silenced_errors(model, env, walk_len, opts, progress):
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["silencing"])  # the same walks each time
         hooks = silencing.silence(model, mask.view(n_layer, -1))
         try:
-            r = error_rates(model_predictor(model, gen), env, model.cfg.context, walk_len, gen, max_se=0,
+            r = error_rates(model_predictor(model, gen), env, model.reach, walk_len, gen, max_se=0,
                             max_walks=opts.silence_walks)
         finally:
             for h in hooks:
@@ -255,18 +264,22 @@ def analyze_run(run_dir, model, env, ckpt, opts):
     progress.stage("memory errors: familiar maps, novel maps, the ideal observer", 3)
     for novel in (False, True):
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_errors" if novel else "errors"])
-        r = error_rates(model_predictor(model, gen), env, cfg.context, walk_len, gen, novel, opts.max_se,
+        r = error_rates(model_predictor(model, gen), env, model.reach, walk_len, gen, novel, opts.max_se,
                         opts.max_walks)
         m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
+        if cfg.segment:  # the official rule too: each segment's last prediction, WM if in its direct context
+            r = error_rates(model_predictor(model, gen), env, partial(model.reach, direct=True), walk_len, gen,
+                            novel, opts.max_se, opts.max_walks, scored=model.segment_ends(walk_len))
+            m.update({("novel_" if novel else "") + "official_" + k: v for k, v in r.items()})
         progress.tick()
     gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["ideal"])  # the least RM error this context allows
-    r = error_rates(ideal_observer(env, cfg.context), env, cfg.context, walk_len, gen, False, opts.max_se,
+    r = error_rates(ideal_observer(env, model.reach), env, model.reach, walk_len, gen, False, opts.max_se,
                     opts.max_walks, batch=max(1, 4096 // walk_len))
     m["ideal_rm_error"], m["ideal_rm_error_se"] = r["rm_error"], r["rm_error_se"]
     progress.tick()
     gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["rate_maps"])
     scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]), progress)
-    kinds, layers, names = unit_kinds(cfg)
+    kinds, layers, names = unit_kinds(model)
     is_place = place.place_cells(scores["si"], scores["null"], opts.si_floor)
     is_token = is_place & (scores["obs_share"] >= TOKEN_CELL)  # a place cell whose map is mostly the token
     m.update(rate_maps=scores["maps"], rate_steps_per_map=scores["steps"], shuffles=opts.shuffles)
@@ -326,6 +339,11 @@ def summary(m, n_layer):
         print(f"  {name:8s}  WM {num(pre + 'wm_error')} ± {num(pre + 'wm_error_se')} ({m[pre + 'wm_steps']} steps)"
               f"   RM {num(pre + 'rm_error')} ± {num(pre + 'rm_error_se')} ({m[pre + 'rm_steps']} steps)"
               f"   [{m[pre + 'walks']} walks]")
+    if "official_wm_error" in m:
+        print(f"  official split (a segment's last prediction; WM when its node is in the segment or its memory): "
+              f"familiar WM {num('official_wm_error')} ± {num('official_wm_error_se')} ({m['official_wm_steps']}) "
+              f"RM {num('official_rm_error')} ± {num('official_rm_error_se')} ({m['official_rm_steps']}); "
+              f"novel WM {num('novel_official_wm_error')} RM {num('novel_official_rm_error')}")
     print(f"  the ideal observer (knows the maps, sees what the model sees): familiar RM {num('ideal_rm_error')} "
           f"± {num('ideal_rm_error_se')}, the least this context allows")
     layers = ", ".join(f"layer {i} {m[f'ffn_place_cell_fraction_layer{i}']:.1%}" for i in range(n_layer))
@@ -363,8 +381,8 @@ def main(argv=None):
     opts = parse_args(argv)
     loaded = [(d, *load_run(d, opts.device)) for d in opts.runs]  # every input checked before any work
     for d, model, _, _ in loaded:
-        if opts.rate_steps <= model.cfg.context:
-            die(f"--rate_steps {opts.rate_steps} must exceed the context ({model.cfg.context}) of {d}")
+        if opts.rate_steps <= model.span:
+            die(f"--rate_steps {opts.rate_steps} must exceed the context ({model.span}) of {d}")
     runs = []
     for d, model, env, ckpt in loaded:
         m = None if opts.redo else previous_metrics(d, ckpt, opts)

@@ -12,14 +12,14 @@ import argparse
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 import cli
-from cli import PRESETS
+from cli import PRESETS, XL
 from env import Batches, GridWorld
 import gpu
 from model import Model, ModelConfig
@@ -34,6 +34,9 @@ def parse_args(argv):
     p.error = die  # argparse's own complaints: one line, exit 2
     p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                    help="train.py's preset to time; auto: paper on a GPU, else small")
+    p.add_argument("--arch", choices=["tem", "xl"], default="tem",
+                   help="tem: model.py's TEM-t; xl: the official release's Transformer-XL, one pass per segment "
+                        "against its one pass per prefix (default: %(default)s)")
     p.add_argument("--batch_size", type=int, help="walks per step (default: the preset's)")
     p.add_argument("--steps", type=int, default=20, help="timed steps after warm-up (default: %(default)s)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N training iterations")
@@ -79,7 +82,10 @@ def main(argv=None):
     scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # as train.py's step
     torch.manual_seed(0)
     env = GridWorld(preset["size"], preset["n_obs"], preset["num_maps"], device=device)
-    model = Model(ModelConfig(**{f.name: preset[f.name] for f in fields(ModelConfig) if f.name in preset})).to(device)
+    cfg = ModelConfig(**{f.name: preset[f.name] for f in fields(ModelConfig) if f.name in preset})
+    if args.arch == "xl":  # train.py's --arch xl
+        cfg = replace(cfg, rel_lags=True, obs_attend=True, official_init=True, **XL[args.preset])
+    model = Model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=cuda)
     try:
         batches = Batches(env, B, T, model.random_g0)
@@ -91,6 +97,16 @@ def main(argv=None):
         with autocast:  # as train.py's step: all predictions, or the last one (one pass per prefix)
             logits = forward(obs[:, :-1], act, g0)[:, -1 if last_only else 0:]
             loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, -logits.shape[1]:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        scaler.step(optimizer)
+        scaler.update()
+
+    def prefix_step(prefix, target):  # one official optimizer step: a prefix's pass, its last prediction
+        with autocast:
+            loss = F.cross_entropy(prefix()[:, -1].float(), target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -115,7 +131,18 @@ def main(argv=None):
     obs, act, g0 = batches.next()
     walks = timed(batches.draw) / batches.ahead  # a draw makes `ahead` batches
     rows = []  # (layout, seconds a step, predictions, tokens)
-    for name, window, last_only, predictions in (("one pass", T, False, B * T), ("prefix by prefix", W, True, B)):
+    if args.arch == "xl":  # the official's way: a segment's every prefix its own pass, after the memory
+        S = cfg.segment
+        mem = [torch.randn(B, cfg.mem_len, cfg.d_model, device=device) for _ in model.blocks]  # its values matter not
+        g_s = model.random_g0(B, device=device)
+        prefixes = [lambda k=k: model.run(obs[:, S:S + k], act[:, S:S + k], g_s, mem=mem, start=S) for k in range(1, S + 1)]
+        forward = torch.compile(model, dynamic=False) if args.compile == "on" else model
+        sec = timed(lambda: step(forward, obs, act, g0, False))
+        rows.append(("one pass", sec, B * T, 2 * B * T))
+        sec = timed(lambda: [prefix_step(p, obs[:, S + k]) for k, p in enumerate(prefixes, 1)])
+        rows.append(("prefix by prefix", sec, B * S, sum(2 * k + cfg.mem_len for k in range(1, S + 1)) * B))
+    for name, window, last_only, predictions in ((("one pass", T, False, B * T), ("prefix by prefix", W, True, B))
+                                                 if args.arch == "tem" else ()):
         # each layout compiled afresh for its one shape: no recompilation, no dynamic shapes
         forward = torch.compile(model, dynamic=False) if args.compile == "on" else model
         sec = timed(lambda: step(forward, obs[:, :window + 1], act[:, :window], g0, last_only))
@@ -134,7 +161,7 @@ def report(args, rows, walks, flops, peak, B, T, context, ahead):
     """The table: rows of (layout, seconds a step, predictions, tokens); MFU where the peak is known."""
     one, prefix = rows[0][1], rows[1][1]
     print(f"benchmark: {args.preset} preset, {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
-          f"batch {B}, walk_len {T}, "
+          f"batch {B}, walk_len {T}, {args.arch} model, "
           f"context {context}; median of {args.steps} steps")
     for name, sec, predictions, tokens in rows:
         mfu = f" | MFU {flops / sec / peak:6.1%}" if peak and name == "one pass" else ""

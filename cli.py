@@ -21,6 +21,10 @@ PRESETS = {
                   decay="cosine", dropout=0.0, max_iters=4500, eval_interval=250, eval_walks=256),
 }
 
+# --arch xl: the official release's segments, 32 steps with 32 of memory (its tgt_len and mem_len); on
+# the small grid 8 and 8, so that a prediction sees at most 16 observations directly, as context 16.
+XL = {"paper": dict(segment=32, mem_len=32), "small": dict(segment=8, mem_len=8)}
+
 
 def auto_preset(device):
     """--preset auto: the paper's on a GPU, else the small one."""

@@ -82,24 +82,41 @@ class GridWorld:
         return obs, act, pos, map_id
 
 
-def visited_in_context(pos, context):
-    """(B, steps) bool: True where pos[:, t+1] is among pos[:, max(0, t-context+1) : t+1].
+def window(steps, context):
+    """(steps,) the first observation in a context of `context` observations ending at step t: t-context+1."""
+    return (torch.arange(steps) - context + 1).clamp(min=0)
 
-    These are the working-memory (WM) steps: the answer is in the model's context. The others are
-    reference-memory (RM) steps: only what the weights learned about the map can answer them."""
+
+def visited_since(pos, first):
+    """(B, steps) bool: True where pos[:, t+1] is among pos[:, first[t] : t+1], first (steps,) a tensor.
+
+    These are the working-memory (WM) steps: the answer is among the observations the prediction can
+    see. The others are reference-memory (RM) steps: only what the weights learned about the map can
+    answer them."""
     target = pos[:, 1:]  # (B, steps)
+    T = target.shape[1]
+    back = torch.arange(T) - first.cpu()  # how far back step t sees
     seen = torch.zeros_like(target, dtype=torch.bool)
-    for lag in range(min(context, target.shape[1])):
-        # compare pos[:, t+1] with pos[:, t-lag] wherever t-lag >= 0
-        seen[:, lag:] |= target[:, lag:] == pos[:, : pos.shape[1] - 1 - lag]
+    for lag in range(int(back.max()) + 1 if T else 0):
+        # compare pos[:, t+1] with pos[:, t-lag] wherever t-lag >= first[t]
+        seen[:, lag:] |= (target[:, lag:] == pos[:, : T - lag]) & (back[lag:] >= lag).to(pos.device)
     return seen
 
 
-def memory_counts(wrong, pos, context):
+def visited_in_context(pos, context):
+    """visited_since with a context of the last `context` observations."""
+    return visited_since(pos, window(pos.shape[1] - 1, context))
+
+
+def memory_counts(wrong, pos, first, scored=None):
     """Per walk, (B, 4): [wrong on WM steps, WM steps, wrong on RM steps, RM steps], from
-    wrong (B, steps), True where a prediction of pos[:, t+1]'s observation was wrong."""
-    wm = visited_in_context(pos, context)
-    return torch.stack([(wrong & wm).sum(1), wm.sum(1), (wrong & ~wm).sum(1), (~wm).sum(1)], 1)
+    wrong (B, steps), True where a prediction of pos[:, t+1]'s observation was wrong; first as in
+    visited_since; scored (steps,) bool: the steps counted (None: all)."""
+    wm = visited_since(pos, first)
+    rm = ~wm
+    if scored is not None:
+        wm, rm = wm & scored.to(pos.device), rm & scored.to(pos.device)
+    return torch.stack([(wrong & wm).sum(1), wm.sum(1), (wrong & rm).sum(1), rm.sum(1)], 1)
 
 
 class Batches:

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from env import memory_counts
+from env import memory_counts, window
 
 
 def draw_walks(env, batch, steps, gen, novel=False, map_id=None):
@@ -23,27 +23,33 @@ def draw_walks(env, batch, steps, gen, novel=False, map_id=None):
     return maps.gather(1, pos), act, pos, maps
 
 
-def unit_activity(rec, context):
+def unit_activity(rec):
     """Every unit of one forward pass as (B, T, U): FFN neurons of each layer, then the attention
-    softmax neurons (layer, head, lag k: the weight query t gives observation t-k, 0 if t-k < 0),
-    then g[t+1], the position vector of the node query t asks about."""
-    parts = list(rec["ffn"])
-    for a in rec["att"]:  # (B, H, T, T)
-        B, H, T, _ = a.shape
-        src = torch.arange(T, device=a.device)[:, None] - torch.arange(context, device=a.device)  # (T, C)
-        lagged = a.gather(3, src.clamp(min=0).expand(B, H, T, context)) * (src >= 0)  # (B, H, T, C)
-        parts.append(lagged.transpose(1, 2).flatten(2))  # (B, T, H*C)
-    return torch.cat(parts + [rec["g"][:, 1:]], 2)
+    softmax neurons (layer, head, lag k: the weight query t gives observation t-k, 0 where it does not
+    see it), then g[t+1], the position vector of the node query t asks about."""
+    return torch.cat(list(rec["ffn"]) + [a.transpose(1, 2).flatten(2) for a in rec["att"]] + [rec["g"][:, 1:]], 2)
+
+
+def first_seen(reach, steps):
+    """(steps,) the first observation each step's prediction can see: reach is a context length (the
+    last `reach` observations) or a function of the walk length, such as Model.reach."""
+    return window(steps, reach) if isinstance(reach, int) else reach(steps)
 
 
 @torch.no_grad()
 def forward_chunked(model, obs, act, g0, chunk=256, record=False):
-    """model(obs, act, g0) for walks of any length, chunk by chunk: logits (B, T, n_obs) and, with
-    record, unit_activity (B, T, U). A prediction at step t depends only on obs[t-context+1..t] and
-    g[t-context+1..t+1], so g is path-integrated once over the whole walk and chunks overlap by
-    context-1 steps, each keeping only the predictions whose window lies inside it (the first chunk
-    keeps all)."""
-    C, T = model.cfg.context, obs.shape[1]
+    """model(obs, act, g0) for walks of any length: logits (B, T, n_obs) and, with record,
+    unit_activity (B, T, U). A model with segments runs them one by one itself. Otherwise a prediction
+    at step t depends only on obs[model.reach(T)[t]..t] and g up to t+1, so g is path-integrated once
+    over the whole walk and chunks overlap by that reach, each keeping only the predictions whose
+    reach lies inside it (the first chunk keeps all)."""
+    T = obs.shape[1]
+    if model.cfg.segment:
+        if not record:
+            return model(obs, act, g0), None
+        out, rec = model.record(obs, act, g0)
+        return out, unit_activity(rec)
+    C = int((torch.arange(T) - model.reach(T)).max()) + 1 if T else 1  # the most observations a prediction sees
     chunk = max(chunk, 2 * C)
     g = model.path_integrate(act, g0)  # (B, T+1, d_rnn)
     logits, units, s = [], [], 0
@@ -52,7 +58,7 @@ def forward_chunked(model, obs, act, g0, chunk=256, record=False):
         keep = 0 if s == 0 else C - 1
         if record:
             out, rec = model.record(obs[:, s:e], act[:, s:e], g[:, s])  # (B, e-s, n_obs) and the activity
-            units.append(unit_activity(rec, C)[:, keep:])
+            units.append(unit_activity(rec)[:, keep:])
         else:
             out = model(obs[:, s:e], act[:, s:e], g[:, s])
         logits.append(out[:, keep:])
@@ -81,16 +87,19 @@ def cluster_se(wrong, steps):
 
 
 @torch.no_grad()
-def error_rates(predict, env, context, walk_len, gen, novel=False, max_se=0.005, max_walks=20000, batch=None):
+def error_rates(predict, env, reach, walk_len, gen, novel=False, max_se=0.005, max_walks=20000, batch=None,
+                scored=None):
     """WM and RM error of predict(obs, act, pos, maps) -> tokens (B, T) on fresh walks, drawn a batch
-    at a time until both standard errors are below max_se or max_walks walks are used."""
+    at a time until both standard errors are below max_se or max_walks walks are used. A step is WM
+    when its node is among the observations its prediction sees (reach, as in first_seen); scored
+    (walk_len,) bool: the steps counted (None: all)."""
     batch = batch or max(8, min(256, 16384 // walk_len))  # ~16k steps a batch, whatever the walk length
-    counts, n = [], 0  # per walk: WM wrong, WM steps, RM wrong, RM steps
+    counts, n, first = [], 0, first_seen(reach, walk_len)  # per walk: WM wrong, WM steps, RM wrong, RM steps
     while n < max_walks:
         b = min(batch, max_walks - n)
         obs, act, pos, maps = draw_walks(env, b, walk_len, gen, novel)
         wrong = predict(obs, act, pos, maps) != obs[:, 1:]  # (B, T)
-        counts.append(memory_counts(wrong, pos, context).cpu())
+        counts.append(memory_counts(wrong, pos, first, scored).cpu())
         n += b
         c = torch.cat(counts).double().numpy()
         out = {"walks": n}
@@ -102,14 +111,14 @@ def error_rates(predict, env, context, walk_len, gen, novel=False, max_se=0.005,
     return out
 
 
-def ideal_observer(env, context):
+def ideal_observer(env, reach):
     """predict(obs, act, pos, maps) -> (B, T) tokens, the Bayes-optimal prediction on familiar maps for
     an observer who knows the N maps and sees what the model sees: every action since the walk began
-    (what g integrates) and the last `context` observations. A hypothesis is a map m and a start node
+    (what g integrates) and the observations its prediction sees (reach, as in first_seen). A hypothesis is a map m and a start node
     p; its weight is the probability of the actions from p (each move uniform over the legal ones),
     if the path stays on the grid and the observations in the window match map m along it, else 0.
     The prediction is the token with the most weight at the target node. Its WM error is 0; its RM
-    error is the least any model with this context can reach on familiar maps: the rest cannot be
+    error is the least any model that sees these observations can reach on familiar maps: the rest cannot be
     known from the window. It knows the familiar maps alone (env.maps; the `maps` and `pos` it is
     handed go unused): use it on familiar walks only."""
     moves = torch.tensor(env.moves, device=env.device)  # (n_actions, 2): d_row, d_col
@@ -126,13 +135,15 @@ def ideal_observer(env, context):
         off_grid = torch.cumsum(~inside, 1) > 0  # (B, T+1, n_nodes): the path left the grid by step t
         log_p = -torch.cumsum(log_options[node], 1)  # log P(act[0..t] | start), valid while on the grid
         mismatch = [(env.maps[:, node[:, s]] != obs[:, s, None]).int() for s in range(T)]  # (M, B, n_nodes) each
-        window = torch.zeros_like(mismatch[0], dtype=torch.int32)
+        unseen = torch.zeros_like(mismatch[0], dtype=torch.int32)  # mismatches within what step t sees
+        first, lo = first_seen(reach, T), 0
         pred = torch.empty(B, T, dtype=torch.long, device=env.device)
         for t in range(T):
-            window += mismatch[t]
-            if t >= context:
-                window -= mismatch[t - context]  # observations t-context+1..t
-            logw = torch.where((window == 0) & ~off_grid[None, :, t + 1], log_p[None, :, t], -math.inf)
+            unseen += mismatch[t]
+            for s in range(lo, int(first[t])):  # observations that left the window (first never falls)
+                unseen -= mismatch[s]
+            lo = max(lo, int(first[t]))
+            logw = torch.where((unseen == 0) & ~off_grid[None, :, t + 1], log_p[None, :, t], -math.inf)
             w = logw.transpose(0, 1).flatten(1).softmax(1)  # (B, M * n_nodes)
             target = env.maps[:, node[:, t + 1]].transpose(0, 1).flatten(1)  # (B, M * n_nodes): the token there
             votes = torch.zeros(B, env.n_obs, device=env.device).scatter_add_(1, target, w)
@@ -171,5 +182,5 @@ def loop_walks(env, batch, prefix, gen, novel=False):
 @torch.no_grad()
 def loop_accuracy(model, env, walks, gen, novel=False):
     """Accuracy of the prediction at the loop's return step (the walk's last), over `walks` loop walks."""
-    obs, act, pos, maps = loop_walks(env, walks, model.cfg.context, gen, novel)
+    obs, act, pos, maps = loop_walks(env, walks, model.span, gen, novel)
     return (model_predictor(model, gen)(obs, act, pos, maps)[:, -1] == obs[:, -1]).float().mean().item()

@@ -1,6 +1,8 @@
 """
 A compact transformer for the grid task: TEM-t (Whittington et al., ICLR 2022) as the NMDA paper
-(Kim et al., NeurIPS 2023) uses it, with the feed-forward activation taken from nmda.py.
+(Kim et al., NeurIPS 2023) uses it, with the feed-forward activation taken from nmda.py; and, with
+four switches of ModelConfig, the official release's own model, a Transformer-XL around the same
+position code.
 
 Three changes to a plain transformer:
 1. Recurrent positional encoding. A position vector g is path-integrated from the actions,
@@ -12,14 +14,22 @@ Three changes to a plain transformer:
 3. Causal attention over the context only. The sequence is [observation tokens ; query tokens].
    Query token t attends to observation tokens t-context+1 .. t and to itself. Observation tokens
    attend only to themselves, so whatever a prediction knows about the walk comes from exactly the
-   last `context` observations (plus g, which carries only the path): the working-memory /
-   reference-memory split of env.visited_in_context is exact, and every step's prediction comes
-   out of one pass as the same function as one pass per prefix (as the official release trains).
+   last `context` observations (plus g, which carries only the path), and every step's prediction
+   comes out of one pass as the same function as one pass per prefix (as the official release trains).
 
 Optionally (tem_t=True) queries and keys come from the position embedding only, and values from
 the sensory half of the stream, as in TEM-t proper: of the block's normalised input, ln1(x)[..., d/2:],
 so the position half moves them too (LayerNorm takes its mean and scale over both halves), in the
 first block as in the others.
+
+The official release (kdkyum/transformer_memory_consolidation, xlTEM with attn_type 1) differs in
+four ways, each a switch (train.py --arch xl turns on all four): learnable relative-lag terms in
+attention (rel_lags); observation tokens that attend to earlier observations too (obs_attend); walks
+in segments, every token attending to its segment and to a memory of the tokens before it, the
+previous segment's input to each block, g and the memory carried without gradient (segment,
+mem_len); and its init, input dropout and read-out bias (official_init). Its query is its cls
+token, the query token here; every prediction still comes out of one pass (Model.forward), and
+what a prediction can see is Model.reach.
 """
 
 import math
@@ -47,6 +57,13 @@ class ModelConfig:
     beta: float = 1.0
     dropout: float = 0.1
     tem_t: bool = False  # q, k from the position embedding; v from the sensory half of the stream
+    # The official release's model (xlTEM, a Transformer-XL with its attn_type 1) differs from the above
+    # in four ways, each a switch here (train.py's --arch xl turns on all four):
+    rel_lags: bool = False  # learnable relative-lag terms in attention: r_w_bias . k, q . r_emb[lag], r_bias[lag]
+    obs_attend: bool = False  # observation tokens attend to earlier observations too, not to themselves alone
+    segment: int = 0  # > 0: walks run in segments of this many steps, g and the memory carried, no gradient
+    mem_len: int = 0  # with segment: earlier observation tokens (their layer inputs) every token attends to
+    official_init: bool = False  # normal(0, 0.02) weights, dropout on the input tokens, a read-out bias
 
 
 def split_tokens(x, dim=1):
@@ -111,10 +128,10 @@ class PathIntegration(torch.autograd.Function):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, n_lags):
         super().__init__()
-        self.n_head, self.tem_t = cfg.n_head, cfg.tem_t
-        d, half = cfg.d_model, cfg.d_model // 2
+        self.n_head, self.tem_t, self.obs_attend = cfg.n_head, cfg.tem_t, cfg.obs_attend
+        d, half, hd = cfg.d_model, cfg.d_model // 2, cfg.d_model // cfg.n_head
         if cfg.tem_t:
             self.qk = nn.Linear(half, 2 * d, bias=False)  # from the position embedding
             self.v = nn.Linear(half, d, bias=False)  # from the sensory half of the normalised stream
@@ -122,30 +139,54 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.rel_lags:  # Transformer-XL's learnable relative terms (Dai et al. 2019), per layer, per lag
+            self.r_w_bias = nn.Parameter(torch.zeros(cfg.n_head, hd))  # a content bias on every query
+            self.r_emb = nn.Parameter(torch.zeros(n_lags, cfg.n_head, hd))  # score q . r_emb[lag]
+            self.r_bias = nn.Parameter(torch.zeros(n_lags, cfg.n_head))  # score r_bias[lag]
+            nn.init.normal_(self.r_w_bias, 0.0, 0.02)
+            nn.init.normal_(self.r_emb, 0.0, 0.02)
+        self.rel_lags = cfg.rel_lags
         self.spell_out = False  # True (Model.record): attention spelled out and its weights kept in self.weights
 
-    def forward(self, x, pos_emb, mask, queries_only=False):
-        """x (B, 2T, d): T observation tokens, then T query tokens; mask (T, 2T) from
-        Model.attention_mask. Returns the update of every token, or of the query tokens alone."""
-        B, S, d = x.shape
+    def forward(self, x, mem, pos_emb, mask, lag, queries_only=False):
+        """x (B*K, 2n, d): n observation tokens, then n query tokens, of K segments of B walks (walk-major);
+        mem (B*K, m, d): each segment's memory, earlier observation tokens; mask (K, 2n, m+2n) and lag
+        (2n, m+2n) from Model.visibility. Returns the update of every token, or of the query tokens alone."""
+        BK, N, d = x.shape
+        K, H, hd = mask.shape[0], self.n_head, d // self.n_head
+        n, m = N // 2, 0 if mem is None else mem.shape[1]
+        kv = x if mem is None else torch.cat([mem, x], 1)  # (B*K, m+2n, d): the keys
         if self.tem_t:
             q, k = self.qk(pos_emb).split(d, dim=2)
             v = self.v(x[..., d // 2:])
         else:
-            q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (z.view(B, S, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
-        # An observation token attends to itself alone: its softmax is 1, its output its own value.
-        # Only the query tokens need attention proper, over [observations ; queries].
-        q = split_tokens(q, 2)[1]  # (B, H, T, hd): the queries' queries
-        if not self.spell_out:  # fused kernel: training and evaluation
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
-        else:  # the same computation, spelled out so the attention weights can be read
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-            self.weights = att.masked_fill(~mask, float("-inf")).softmax(-1)  # (B, H, T, 2T)
-            y = self.weights @ v
-        if not queries_only:
-            y = torch.cat([split_tokens(v, 2)[0], y], 2)  # (B, H, 2T, hd): observation tokens get their values
-        y = y.transpose(1, 2).reshape(B, -1, d)
+            q, k, v = self.qkv(kv).split(d, dim=2)
+            q = q[:, m:]  # queries come from this chunk's tokens only
+        q, k, v = (z.view(-1, K, z.shape[1], H, hd).transpose(2, 3) for z in (q, k, v))  # (B, K, H, tokens, hd)
+        if K == 1:  # one segment, or none: (B, H, tokens, hd), the fused kernel's fastest shape
+            q, k, v, mask = q[:, 0], k[:, 0], v[:, 0], mask[0]
+        # An observation token that attends to itself alone needs no attention: its softmax is 1, its output
+        # its own value. Then (and in the last block, whose observation outputs nobody reads) only the
+        # query tokens' rows are computed.
+        rows = slice(0, N) if self.obs_attend and not queries_only else slice(n, N)
+        q, mask, lag = q[..., rows, :], mask[..., rows, :], lag[rows]
+        if K > 1:
+            mask = mask[:, None]  # (K, 1, rows, keys), against (B, K, H, rows, keys)
+        if not self.rel_lags and not self.spell_out:  # fused kernel: training and evaluation
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, K, H, rows, hd)
+        else:  # the same computation spelled out, with the relative terms and the weights to read
+            att = q @ k.transpose(-2, -1)  # (B, K, H, rows, keys)
+            if self.rel_lags:  # content bias . k, q . r_emb[lag] and r_bias[lag], each pair by its lag
+                att = att + self.r_w_bias[:, None] @ k.transpose(-2, -1)
+                by_lag = q @ self.r_emb.permute(1, 2, 0)  # (B, K, H, rows, n_lags): q against every lag
+                att = att + by_lag.gather(-1, lag.expand(*by_lag.shape[:-2], *lag.shape)) + self.r_bias.T[:, lag]
+            att = (att / math.sqrt(hd)).masked_fill(~mask, float("-inf")).softmax(-1)
+            if self.spell_out:  # the queries' weights on the observations, (B*K, H, n, m+n)
+                self.weights = att[..., -n:, :m + n].reshape(BK, H, n, m + n)
+            y = att @ v
+        if rows.start == n and not queries_only:  # observation tokens get their own values
+            y = torch.cat([v[..., m:m + n, :], y], -2)  # (B, K, H, 2n, hd)
+        y = y.reshape(BK, H, -1, hd).transpose(1, 2).reshape(BK, -1, d)
         return self.dropout(self.proj(y))
 
 
@@ -165,15 +206,16 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, n_lags):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
-        self.attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.attn, self.mlp = Attention(cfg, n_lags), MLP(cfg)
 
-    def forward(self, x, pos_emb, mask, queries_only=False):
-        """x (B, 2T, d) -> (B, 2T, d); or, with queries_only, (B, T, d): the last block, whose
-        observation-token outputs nobody reads, updates and returns the query tokens alone."""
-        update = self.attn(self.ln1(x), pos_emb, mask, queries_only)
+    def forward(self, x, mem, pos_emb, mask, lag, queries_only=False):
+        """x (B, 2n, d) -> (B, 2n, d); or, with queries_only, (B, n, d): the last block, whose
+        observation-token outputs nobody reads, updates and returns the query tokens alone. mem (B, m, d):
+        the earlier observation tokens' inputs to this block, normalised here like x."""
+        update = self.attn(self.ln1(x), None if mem is None else self.ln1(mem), pos_emb, mask, lag, queries_only)
         x = (split_tokens(x)[1] if queries_only else x) + update
         return x + self.mlp(self.ln2(x))
 
@@ -182,15 +224,76 @@ class Model(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         assert cfg.d_model % 2 == 0 and cfg.d_model % cfg.n_head == 0
+        assert not (cfg.tem_t and cfg.segment), "tem_t attention has no segment memory"
         self.cfg = cfg
         half = cfg.d_model // 2
         # W_a of g_{t+1} = tanh(g_t + W_a g_t), zero at init: g starts out as pure tanh decay.
         self.W_a = nn.Parameter(torch.zeros(cfg.n_actions, cfg.d_rnn, cfg.d_rnn))
         self.g_proj = nn.Linear(cfg.d_rnn, half)
         self.obs_emb = nn.Embedding(cfg.n_obs + 1, half)  # index n_obs is the query token
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.drop_in = nn.Dropout(cfg.dropout if cfg.official_init else 0.0)  # the official drops input tokens
+        self.blocks = nn.ModuleList(Block(cfg, self.n_lags) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, cfg.n_obs, bias=False)
+        self.head = nn.Linear(cfg.d_model, cfg.n_obs, bias=cfg.official_init)
+        if cfg.official_init:  # the official release's: normal(0, 0.02) weights, zero biases, W_a still zero
+            for name, p in self.named_parameters():
+                if name.endswith("r_bias") or (name.endswith(".bias") and p.dim() == 1):
+                    nn.init.zeros_(p)
+                elif name != "W_a" and (p.dim() > 1 or name.endswith("r_w_bias")):
+                    nn.init.normal_(p, 0.0, 0.02)
+
+    @property
+    def span(self):
+        """The most past observations a query token attends to directly: its context, or with segments,
+        the memory and the segment."""
+        return self.cfg.mem_len + self.cfg.segment if self.cfg.segment else self.cfg.context
+
+    @property
+    def n_lags(self):
+        """Lags the relative terms tell apart: 0 (a token and itself) to span. With segments the
+        official table's segment + mem_len, the furthest lag (the last query to the first memory
+        token) sharing the last entry."""
+        return self.span if self.cfg.segment else self.span + 1
+
+    def reach(self, T, direct=False):
+        """(T,) the earliest observation the prediction at step t can depend on: through every layer
+        (observation tokens that attend to earlier ones pass on what they saw), or with direct, the
+        ones the last layer's query token attends to itself."""
+        c, t = self.cfg, torch.arange(T)
+        def seen(i):  # the earliest observation a token of step i attends to
+            return (i // c.segment * c.segment - c.mem_len if c.segment else i - c.context + 1).clamp(min=0)
+        first = seen(t)
+        if c.obs_attend and not direct:
+            for _ in range(c.n_layer - 1):  # each layer below reaches back once more
+                first = seen(first)
+        return first
+
+    def segment_ends(self, T):
+        """(T,) bool: the last step of each segment, the one prediction of a segment the official
+        release's validate() scores (every step, without segments)."""
+        t = torch.arange(T)
+        return (t % self.cfg.segment == self.cfg.segment - 1) | (t == T - 1) if self.cfg.segment else t >= 0
+
+    def visibility(self, n, m=0, K=1, device=None, start=0):
+        """(mask (K, 2n, m+2n), lag (2n, m+2n)) for K segments of n steps (segment k from step k*n), each
+        with m memory tokens before it: the rows are the n observation tokens and n query tokens, the
+        columns the memory (observations s-m..s-1), the observations and the queries. mask, True = may
+        attend: query t sees the observations from its context's start (t-context+1; with segments, the
+        memory's) to t, and itself; an observation token sees itself, and with obs_attend what query t
+        sees but itself. Observations before step 0 are never seen. start: the first segment's step. lag:
+        observation token t sits at position t and query token t at t+1, where obs t+1 will be."""
+        s = start + torch.arange(K, device=device)[:, None, None] * n  # (K, 1, 1): each segment's first step
+        i = s + torch.arange(n, device=device)[:, None]  # (K, n, 1): the step of each row
+        j = s - m + torch.arange(m + n, device=device)  # (K, 1, m+n): the step of each observation column
+        lo = s - m if self.cfg.segment else i - self.cfg.context + 1
+        sees = (j <= i) & (j >= lo) & (j >= 0)  # (K, n, m+n)
+        obs_rows = sees if self.cfg.obs_attend else (j == i).expand_as(sees)
+        none = torch.zeros(K, n, n, dtype=torch.bool, device=device)
+        me = torch.eye(n, dtype=torch.bool, device=device).expand(K, n, n)
+        mask = torch.cat([torch.cat([obs_rows, none], 2), torch.cat([sees, me], 2)], 1)
+        position = torch.cat([i[0, :, 0], i[0, :, 0] + 1])  # of the rows; the columns: observations at j, queries at i+1
+        lag = (position[:, None] - torch.cat([j[0, 0], i[0, :, 0] + 1])).clamp(0, self.n_lags - 1)
+        return mask, lag
 
     def path_integrate(self, act, g0):
         """g (B, T+1, d_rnn): g[:, 0] = g0 and g[:, t+1] = tanh(g_t + W_{act_t} g_t), in W's dtype
@@ -213,48 +316,73 @@ class Model(nn.Module):
         g0 = torch.randn(batch, self.cfg.d_rnn, generator=generator, device=device)
         return g0 / math.sqrt(self.cfg.d_rnn)
 
-    def attention_mask(self, T, device):
-        """(T, 2T) bool, True = may attend: the rows are the query tokens, the columns the T
-        observation tokens and then the T query tokens. Query t sees observations
-        t-context+1..t and itself. (Observation tokens see only themselves: see Attention.)"""
-        i = torch.arange(T, device=device)
-        lag = i[:, None] - i[None, :]  # query t (row) minus observation s (column)
-        return torch.cat([(lag >= 0) & (lag < self.cfg.context), lag == 0], 1)
-
     def forward(self, obs, act, g0=None):
-        """obs (B, T), act (B, T) -> logits (B, T, n_obs); logits[:, t] predicts obs[:, t+1]
-        from obs[:, :t+1] and act[:, :t+1], attending to at most `context` past observations.
-
+        """obs (B, T), act (B, T) -> logits (B, T, n_obs); logits[:, t] predicts obs[:, t+1] from
+        obs[:, :t+1] and act[:, :t+1]: from the last `context` observations, or with segments, the
+        walk segment by segment, g and the memory carried from each to the next without gradient.
         g0 (B, d_rnn): the starting position vector, drawn N(0, 1/d_rnn) if None."""
         B, T = obs.shape
-        cfg = self.cfg
         if g0 is None:
             g0 = self.random_g0(B, device=obs.device)
-        g = self.path_integrate(act, g0)  # (B, T+1, d_rnn)
-        pos_emb = F.relu(self.g_proj(g))  # (B, T+1, d/2)
+        if not self.cfg.segment:
+            return self.run(obs, act, g0)
+        # Segments. A segment's memory is the previous segment's input to each block, so once the block
+        # below has run for every segment, the next can too: all K segments of a walk run side by side,
+        # block by block, the same function as one after another (and as the official's pass per prefix).
+        S = self.cfg.segment
+        K = -(-T // S)
+        pad = K * S - T  # the last segment filled out; what is predicted there is dropped
+        obs, act = F.pad(obs, (0, pad)), F.pad(act, (0, pad))
+        with torch.no_grad():  # g where each segment starts: carried without gradient
+            starts = self.path_integrate(act, g0)[:, 0:K * S:S]  # (B, K, d_rnn)
+        starts = torch.cat([g0[:, None], starts[:, 1:]], 1).flatten(0, 1)
+        logits = self.run(obs.view(B * K, S), act.view(B * K, S), starts, K)
+        return logits.view(B, K * S, -1)[:, :T]
+
+    def run(self, obs, act, g0, K=1, mem=None, start=0):
+        """One pass: obs, act (B*K, n) -> logits (B*K, n, n_obs), K segments of B walks (walk-major), each
+        of n steps with its first g; with segments, each segment's memory is the previous one's, or
+        for one segment from step `start`, mem: per block (B, m, d) its input at the m steps before
+        (the official's mems; bench.py times its pass per prefix so)."""
+        BK, n = obs.shape
+        cfg = self.cfg
+        g = self.path_integrate(act, g0)  # (B*K, n+1, d_rnn)
+        pos_emb = F.relu(self.g_proj(g))  # (B*K, n+1, d/2)
         # The token sequence [observations ; queries] (split_tokens): observation token t carries
         # (g_t, obs_t); query token t carries (g_{t+1}, QUERY) and asks for obs_{t+1}.
-        pos_emb = torch.cat([pos_emb[:, :T], pos_emb[:, 1:]], 1)  # (B, 2T, d/2)
+        pos_emb = torch.cat([pos_emb[:, :n], pos_emb[:, 1:]], 1)  # (B*K, 2n, d/2)
         query = torch.full_like(obs, cfg.n_obs)
-        x = torch.cat([pos_emb, self.obs_emb(torch.cat([obs, query], 1))], 2)  # (B, 2T, d)
-        mask = self.attention_mask(T, obs.device)
+        x = self.drop_in(torch.cat([pos_emb, self.obs_emb(torch.cat([obs, query], 1))], 2))  # (B*K, 2n, d)
+        M = mem[0].shape[1] if mem is not None else cfg.mem_len if cfg.segment else 0
+        mask, lag = self.visibility(n, M, K, obs.device, start)
         for i, block in enumerate(self.blocks):
-            x = block(x, pos_emb, mask, queries_only=i == len(self.blocks) - 1)
-        return self.head(self.ln_f(x))  # (B, T, n_obs)
+            m = mem[i] if mem is not None else self.memory(x[:, :n], K) if M else None  # (B*K, M, d): one segment back
+            x = block(x, m, pos_emb, mask, lag, queries_only=i == len(self.blocks) - 1)
+        return self.head(self.ln_f(x))
 
     def record(self, obs, act, g0=None):
         """(logits, rec): the forward pass, and the internal activity of its query tokens, read by
         forward hooks (as silencing.py's) that leave the forward as it is: "g" (B, T+1, d_rnn), the
         position vectors (g_proj's input); "ffn" [n_layer x (B, T, d_ff)], the feed-forward neurons
-        after the activation; "att" [n_layer x (B, H, T, T)], where att[..., t, s] is the weight query
-        t gives observation s. The fused attention kernel never forms those weights, so meanwhile
-        attention is spelled out (Attention.spell_out): the same function."""
-        T, rec = obs.shape[1], {"ffn": []}
+        after the activation; "att" [n_layer x (B, H, T, span)], where att[..., t, k] is the weight
+        query t gives observation t-k (0 where it does not see it). The fused attention kernel never
+        forms those weights, so meanwhile attention is spelled out (Attention.spell_out): the same
+        function."""
+        B, T = obs.shape
+        S = self.cfg.segment or T  # the steps of each pass's rows: (B*K, ...) with K segments a walk
+        K, M = -(-T // S), self.cfg.mem_len if self.cfg.segment else 0
+        rec = {"ffn": []}
 
-        def ffn(module, inputs, out):  # (B, 2T, d_ff), or the query tokens alone in the last block
-            rec["ffn"].append(split_tokens(out)[1] if out.shape[1] == 2 * T else out)
+        def per_walk(z, dim):  # (B*K, ..., S at dim, ...) -> (B, ..., T, ...): the segments of each walk joined
+            return z.unflatten(0, (B, K)).movedim(1, dim).flatten(dim, dim + 1).narrow(dim, 0, T)
 
-        hooks = [self.g_proj.register_forward_pre_hook(lambda module, inputs: rec.update(g=inputs[0]))]
+        def ffn(module, inputs, out):  # (B*K, 2S, d_ff), or the query tokens alone in the last block
+            rec["ffn"].append(per_walk(out[:, -S:], 1))
+
+        def g(module, inputs):  # (B*K, S+1, d_rnn): each segment's g from its start
+            rec["g"] = torch.cat([inputs[0][::K, :1], per_walk(inputs[0][:, 1:], 1)], 1)
+
+        hooks = [self.g_proj.register_forward_pre_hook(g)]
         hooks += [block.mlp.act.register_forward_hook(ffn) for block in self.blocks]
         for block in self.blocks:
             block.attn.spell_out = True
@@ -265,29 +393,49 @@ class Model(nn.Module):
                 h.remove()
             for block in self.blocks:
                 block.attn.spell_out = False
-        rec["att"] = [split_tokens(block.attn.weights, 3)[0] for block in self.blocks]  # on observation tokens
+        rec["att"] = [per_walk(self.by_lag(block.attn.weights, M), 2) for block in self.blocks]
         for block in self.blocks:
             block.attn.weights = None
         return logits, rec
 
+    def memory(self, h, K):
+        """Transformer-XL's memory (mems): for each of K segments (B*K, S, d) of observation-token inputs,
+        the mem_len inputs just before it, without gradient; zeros before the walk (never attended to)."""
+        M, (BK, S, d) = self.cfg.mem_len, h.shape
+        h = F.pad(h.detach().reshape(BK // K, K * S, d), (0, 0, M, 0))  # (B, M + K*S, d)
+        return h.unfold(1, M, S)[:, :K].transpose(2, 3).reshape(BK, M, d)  # window k: steps k*S-M .. k*S-1
+
+    def by_lag(self, att, m):
+        """The queries' attention weights on observations (B, H, n, m+n) as (B, H, n, span): [..., t, k]
+        the weight on observation t-k (0 where the query does not see it)."""
+        B, H, n, _ = att.shape
+        k = torch.arange(n, device=att.device)[:, None] + m - torch.arange(m + n, device=att.device)  # (n, m+n)
+        out = att.new_zeros(B, H, n, self.span + 1)
+        out.scatter_add_(3, k.clamp(0, self.span).expand(B, H, n, m + n), att * (k >= 0) * (k < self.span))
+        return out[..., :self.span]
+
     def flops_per_step(self, batch, T):
         """Model FLOPs of one training step on `batch` walks of T predictions: forward + backward,
         counted as 3x the forward's matrix multiplies (2 FLOPs per multiply-add), as in the
-        PaLM/nanoGPT MFU estimate. Attention counts only the keys a query token may see, not the
-        masked-out rest of its row; observation tokens attend to themselves alone, which takes no
-        product; the last block projects and feeds forward the query tokens alone."""
-        c = self.cfg
-        d = c.d_model
-        qkv = 2 * T * (d // 2 if c.tem_t else d) * 3 * d  # every token's q, k, v (tem_t: from halves)
-        keys = sum(min(t + 1, c.context) + 1 for t in range(T))  # the keys of every query token
-        attention = 2 * keys * d  # scores q.k and the weighted sum of v
-
-        def proj_and_ffn(tokens):
-            return tokens * d * d + 2 * tokens * d * c.d_ff
-
-        blocks = c.n_layer * (qkv + attention) + (c.n_layer - 1) * proj_and_ffn(2 * T) + proj_and_ffn(T)
+        PaLM/nanoGPT MFU estimate. Attention counts only the pairs the mask lets through (q.k and the
+        weighted sum of v); observation tokens that attend to themselves alone take no product; the
+        last block projects and feeds forward the query tokens alone. With segments, as computed: the
+        last one filled out, the memory's keys and values made anew in every segment (as the official
+        release does), and g where each segment starts found once without gradient."""
+        c, d = self.cfg, self.cfg.d_model
+        S = c.segment or T
+        K, M = -(-T // S), c.mem_len if c.segment else 0
+        mask = self.visibility(S, M, K)[0]  # (K, 2S, M+2S)
+        keys, macs = K * (M + 2 * S), 0  # the tokens each block makes keys and values of
+        for last in [False] * (c.n_layer - 1) + [True]:
+            rows = mask[:, S:] if last or not c.obs_attend else mask  # the rows attention computes
+            macs += keys * (d // 2 if c.tem_t else d) * 3 * d  # q, k, v (tem_t: from halves)
+            macs += 2 * int(rows.sum()) * d  # q.k and the weighted sum of v, over the pairs seen
+            if c.rel_lags:  # q against every lag's r_emb, and the content bias against every key
+                macs += rows.shape[0] * rows.shape[1] * self.n_lags * d + keys * d
+            tokens = K * S if last else 2 * K * S
+            macs += tokens * d * d + 2 * tokens * d * c.d_ff  # the projection and the feed-forward
         # path integration as computed: every step multiplies by all n_actions matrices; and g_proj
-        g = T * c.n_actions * c.d_rnn ** 2 + (T + 1) * c.d_rnn * d // 2
-        forward = 2 * (blocks + g + T * d * c.n_obs)  # + read-out
-        return 3 * forward * batch
-
+        macs += K * S * c.n_actions * c.d_rnn ** 2 + K * (S + 1) * c.d_rnn * d // 2
+        starts = 2 * K * S * c.n_actions * c.d_rnn ** 2 if c.segment else 0  # forward only
+        return (3 * 2 * (macs + K * S * d * c.n_obs) + starts) * batch  # + read-out

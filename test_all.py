@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -22,11 +23,12 @@ import compare
 import gpu
 import gpucheck
 import memory
+import official
 import place
 import plots
 import silencing
 import train
-from env import Batches, GridWorld, visited_in_context
+from env import Batches, GridWorld, visited_in_context, visited_since
 from model import Model, ModelConfig, PathIntegration
 from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 
@@ -179,6 +181,9 @@ def test_batches_are_slices_of_one_walk_draw_and_resume_exactly():
 
 # ---- model.py -----------------------------------------------------------------------------------
 
+XL = dict(rel_lags=True, obs_attend=True, segment=4, mem_len=4, official_init=True)  # the official's model, small
+
+
 def tiny_model(context=5, d_model=32, d_ff=64, d_rnn=16, **kw):
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=2, n_head=2, d_model=d_model, d_ff=d_ff, d_rnn=d_rnn, context=context,
@@ -212,8 +217,9 @@ def test_model_is_causal_and_sees_only_its_context(tem_t):
         assert not torch.allclose(out[:, t0], base[:, t0])
 
 
-def test_one_pass_equals_prefix_by_prefix():
-    model = tiny_model()
+@pytest.mark.parametrize("kind", [{}, {"rel_lags": True}, {"obs_attend": True}, {"segment": 4, "mem_len": 3}, XL])
+def test_one_pass_equals_prefix_by_prefix(kind):
+    model = tiny_model(**kind)
     obs, act, _, _ = walks(T=16)
     g0 = torch.randn(3, 16)
     one_pass = model(obs[:, :-1], act, g0)
@@ -231,9 +237,10 @@ def test_recorded_activity_matches_the_forward_pass():
     torch.testing.assert_close(logits, fused, rtol=1e-5, atol=1e-5)  # attention spelled out: the same function
     assert torch.equal(model(obs[:, :-1], act, g0), fused)  # and the hooks gone: the forward as it was
     assert rec["g"].shape == (3, 13, 16) and len(rec["ffn"]) == 2 and rec["ffn"][0].shape == (3, 12, 64)
-    att = rec["att"][0]  # (B, H, T, T): each query's weights over the observations sum to < 1
-    assert att.shape == (3, 2, 12, 12) and (att.sum(-1) < 1).all()
-    assert (att[..., torch.triu(torch.ones(12, 12, dtype=torch.bool), 1)] == 0).all()
+    att = rec["att"][0]  # (B, H, T, context) by lag: each query's weights over the observations sum to < 1
+    assert att.shape == (3, 2, 12, 5) and (att.sum(-1) < 1).all() and (att > 0).any()
+    before_the_walk = torch.arange(12)[:, None] < torch.arange(5)  # lag k > t: observation t-k does not exist
+    assert (att[..., before_the_walk] == 0).all()
 
 
 def test_tem_t_values_are_the_sensory_half_of_the_normalised_stream():
@@ -253,22 +260,25 @@ def test_tem_t_values_are_the_sensory_half_of_the_normalised_stream():
     assert not torch.allclose(seen["v"][0], seen["v"][1])
 
 
-@pytest.mark.parametrize("tem_t", [False, True])
-def test_flops_per_step_matches_a_flop_counter(tem_t):
+@pytest.mark.parametrize("kind", [{}, {"tem_t": True}, XL])
+def test_flops_per_step_matches_a_flop_counter(kind):
     # torch's FlopCounterMode counts every matrix multiply of a forward and backward pass. Recorded,
-    # the attention is spelled out, so it charges the query tokens' full (T x 2T) score matrix,
+    # the attention is spelled out, so it charges the full score matrix of the rows it computes,
     # masked pairs too; flops_per_step (which MFU divides by) counts only the pairs the mask lets
-    # through. And g0 needs no gradient, so the first path-integration step skips one backward
-    # multiply.
-    model, (B, T) = tiny_model(tem_t=tem_t).train(), (3, 10)
+    # through. And g0 needs no gradient (nor does the g carried into a segment), so the first
+    # path-integration step of each skips one backward multiply.
+    model, (B, T) = tiny_model(**kind).train(), (3, 10)
     obs, act, _, _ = walks(T=T, B=B)
     with FlopCounterMode(display=False) as counter:
         model.record(obs[:, :-1], act)[0].sum().backward()
     c = model.cfg
-    mask = model.attention_mask(T, "cpu")
-    masked_pairs = mask.numel() - mask.sum().item()
-    masked = 3 * c.n_layer * 2 * (2 * B * masked_pairs * c.d_model)  # q.k and att @ v, x3 for backward
-    g0_grad = 2 * B * c.n_actions * c.d_rnn ** 2
+    S, masked_pairs = c.segment or T, 0
+    mask = model.visibility(S, c.mem_len if c.segment else 0, len(range(0, T, S)))[0]
+    for last in [False] * (c.n_layer - 1) + [True]:
+        rows = mask[:, S:] if last or not c.obs_attend else mask
+        masked_pairs += rows.numel() - rows.sum().item()
+    masked = 3 * 2 * (2 * B * masked_pairs * c.d_model)  # q.k and att @ v, x3 for backward
+    g0_grad = 2 * B * c.n_actions * c.d_rnn ** 2 * len(range(0, T, S))
     assert model.flops_per_step(B, T) == counter.get_total_flops() - masked + g0_grad
 
 def test_fast_path_integration_equals_the_loop_in_values_and_gradients():
@@ -1124,11 +1134,11 @@ def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
     obs, act, _, _ = env.walk(2, 10, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         _, rec = model.record(obs[:, :-1], act, torch.zeros(2, 8) + 0.1)
-    units = memory.unit_activity(rec, 4)  # (B, T, U)
-    kinds, layers, names = analyze.unit_kinds(model.cfg)
+    units = memory.unit_activity(rec)  # (B, T, U)
+    kinds, layers, names = analyze.unit_kinds(model)
     assert units.shape[2] == len(kinds) == 2 * 32 + 2 * 2 * 4 + 8
     u = names.index("att L1 H1 lag 2")
-    assert torch.equal(units[:, 7, u], rec["att"][1][:, 1, 7, 5])  # query 7 looking at obs 5
+    assert torch.equal(units[:, 7, u], rec["att"][1][:, 1, 7, 2])  # query 7 looking at obs 5
     assert (units[:, 1, u] == 0).all()  # no observation 2 steps before step 1
     assert torch.equal(units[:, 7, kinds == "g"], rec["g"][:, 8])
     lag_sum = units[:, 5:, (kinds == "att") & (layers == 0)].view(2, -1, 2, 4).sum(-1)
@@ -1416,3 +1426,269 @@ def test_gpucheck_at_tiny_sizes_prints_every_row_last_and_writes_runs_that_analy
         assert loaded["step"] == ckpt["step"] >= 10 and next(model.parameters()).dtype == torch.float32
     summary = json.load(open(tmp_path / "summary.json"))
     assert [c["check"] for c in summary["checks"]] == list(rows) and all(c["ok"] for c in summary["checks"])
+
+
+# ---- the official release's model: xlTEM, computed the way its code computes ---------------------
+
+
+
+def official_reference(sd, c, obs, act, g0):
+    """The official release's computation, written out from its code: the walk in segments of
+    c.segment; for every step of a segment, one forward of the prefix (segment start .. step) with the
+    memory of the previous segment and a cls token at its end, each layer's attention with the
+    Transformer-XL relative terms (its _rel_shift); the memory of the next segment taken from the
+    segment's last pass, no gradient; g carried across, no gradient. Sequence-first, like the official.
+    sd: a state_dict in the official key layout. Returns logits (B, T, n_obs)."""
+    t_, L, H = "transformer.", c.n_layer, c.n_head
+    d, hd, S, M = c.d_model, c.d_model // c.n_head, c.segment, c.mem_len
+    act_fn = make_activation(c.act, c.alpha, c.beta)
+    W = sd["rnn.weight"]
+    B, T = obs.shape
+
+    def layer_norm(x, name):
+        return F.layer_norm(x, (d,), sd[name + ".weight"], sd[name + ".bias"])
+
+    def attention(i, w, mems):  # w (q, B, d), mems (m, B, d)
+        o = f"{t_}layers.{i}.dec_attn."
+        cat = w if mems is None else torch.cat([mems, w], 0)
+        heads = layer_norm(cat, o + "layer_norm") @ sd[o + "qkv_net.weight"].T
+        q, k, v = heads.chunk(3, -1)
+        qlen, klen = w.shape[0], cat.shape[0]
+        q = q[-qlen:].view(qlen, B, H, hd)
+        k, v = k.view(klen, B, H, hd), v.view(klen, B, H, hd)
+        r_emb, r_bias = sd[t_ + "r_emb"][i], sd[t_ + "r_bias"][i]  # (max_klen, H, hd), (max_klen, H)
+        if klen > r_emb.shape[0]:  # too few entries: the first repeated in front
+            pad = klen - r_emb.shape[0]
+            r_emb = torch.cat([r_emb[:1].expand(pad, -1, -1), r_emb])
+            r_bias = torch.cat([r_bias[:1].expand(pad, -1), r_bias])
+        else:
+            r_emb, r_bias = r_emb[-klen:], r_bias[-klen:]
+        AC = torch.einsum("ibnd,jbnd->ijbn", q + sd[t_ + "r_w_bias"][i], k)
+        BD = torch.einsum("ibnd,jnd->ijbn", q, r_emb) + r_bias[None, :, None]
+        # _rel_shift: row i's entries move so that column j holds relative index j + qlen - 1 - i
+        padded = torch.cat([BD.new_zeros(qlen, 1, B, H), BD], 1).view(klen + 1, qlen, B, H)
+        BD = padded[1:].view(qlen, klen, B, H)
+        score = (AC + BD) / math.sqrt(hd)
+        future = torch.triu(torch.ones(qlen, klen, dtype=torch.bool), 1 + klen - qlen)
+        score = score.masked_fill(future[:, :, None, None], torch.finfo(score.dtype).min)
+        prob = score.softmax(1)
+        vec = torch.einsum("ijbn,jbnd->ibnd", prob, v).reshape(qlen, B, d)
+        return w + vec @ sd[o + "o_net.weight"].T
+
+    def ffn(i, x):
+        o = f"{t_}layers.{i}.pos_ff."
+        hid = act_fn(layer_norm(x, o + "layer_norm") @ sd[o + "fc1.0.weight"].T)
+        return x + hid @ sd[o + "fc2.0.weight"].T
+
+    def forward(a, src, g_prev, mems):  # one prefix: src (B, q), a (B, q)
+        g = [g_prev]
+        for n in range(a.shape[1]):
+            g.append(torch.tanh(g[-1] + torch.einsum("bi,bij->bj", g[-1], W[a[:, n]])))
+        g = torch.stack(g, 1)  # (B, q+1, d_rnn)
+        ids = torch.cat([src, torch.full_like(src[:, :1], c.n_obs)], 1)
+        grid = torch.relu(g @ sd[t_ + "grid_emb.0.weight"].T + sd[t_ + "grid_emb.0.bias"])
+        x = torch.cat([grid, sd[t_ + "word_emb.weight"][ids]], -1).transpose(0, 1)  # (q+1, B, d)
+        hids = [x]
+        for i in range(L):
+            x = ffn(i, attention(i, x, None if mems is None else mems[i]))
+            hids.append(x)
+        qlen = ids.shape[1] - 1  # the cls token is not kept in the memory
+        new_mems = [(h[:qlen] if mems is None else torch.cat([m, h[:qlen]]))[-M:].detach()
+                    for m, h in zip(mems or [None] * L, hids[:L])]
+        out = layer_norm(x[-1], t_ + "ln_f")
+        return out @ sd["classifier.weight"].T + sd["classifier.bias"], new_mems, g[:, -1].detach()
+
+    logits, mems, g = [], None, g0
+    for start in range(0, T, S):
+        stop = min(start + S, T)
+        for i in range(start + 1, stop + 1):
+            out, new_mems, new_g = forward(act[:, start:i], obs[:, start:i], g, mems)
+            logits.append(out)
+        mems, g = new_mems, new_g
+    return torch.stack(logits, 1)
+
+
+def xl_model(segment=4, mem_len=4, dtype=torch.float32):
+    """A small xl model with every weight moved off its init, so that every term of the attention acts."""
+    model = tiny_model(**{**XL, "segment": segment, "mem_len": mem_len}).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("segment,mem_len", [(4, 4), (4, 2), (3, 7)])
+def test_xl_one_pass_equals_the_official_prefix_by_prefix_computation(segment, mem_len):
+    # Walks of several segments, the last one short; equal logits and equal gradients of every weight,
+    # the stop-gradients of the memory and of the carried g included.
+    model = xl_model(segment, mem_len)
+    obs, act, _, _ = walks(T=15)
+    g0 = model.random_g0(3, generator=torch.Generator().manual_seed(0))
+    one_pass = model(obs[:, :-1], act, g0)
+    sd = {k: v.detach().clone().requires_grad_() for k, v in official.to_official(model.state_dict(), 2).items()}
+    reference = official_reference(sd, model.cfg, obs[:, :-1], act, g0)
+    torch.testing.assert_close(one_pass, reference, rtol=1e-5, atol=1e-5)
+    loss = lambda logits: F.cross_entropy(logits.flatten(0, 1), obs[:, 1:].flatten())  # noqa: E731
+    loss(one_pass).backward()
+    loss(reference).backward()
+    grads = official.to_official({k: p.grad for k, p in model.named_parameters()}, 2)
+    assert set(grads) == set(sd)
+    for k in grads:
+        torch.testing.assert_close(grads[k], sd[k].grad, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_an_official_state_dict_loads_into_the_xl_model_and_gives_its_logits():
+    # A state_dict in the official key layout (with its unused embeddings), made by hand from
+    # random tensors, never from our model: loaded through from_official it gives the reference's logits.
+    ours = xl_model().state_dict()
+    gen = torch.Generator().manual_seed(3)
+    sd = {k: 0.3 * torch.randn(v.shape, generator=gen) for k, v in official.to_official(ours, 2).items()}
+    sd.update({"transformer.rew_emb.weight": torch.zeros(2, 16), "transformer.valid_seq_emb.weight": torch.zeros(3, 16)})
+    model = Model(xl_model().cfg).eval()
+    model.load_state_dict(official.from_official(sd, 2))  # strict: every key of ours, and no other
+    obs, act, _, _ = walks(T=13)
+    g0 = model.random_g0(3, generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(model(obs[:, :-1], act, g0), official_reference(sd, model.cfg, obs[:, :-1], act, g0),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [{}, {"obs_attend": True}, {"segment": 4, "mem_len": 4}, XL,
+                                  {**XL, "segment": 3, "mem_len": 5}])
+def test_the_exact_split_is_the_receptive_field(kind):
+    # Model.reach(T)[t] is the earliest observation the prediction at step t depends on: changing an
+    # observation from there on changes it, changing an earlier one does not. Known by construction
+    # for the window: t - context + 1; for the xl model of 2 layers with segment = mem_len = 4, the
+    # previous segment's memory of memory: 4 * (t // 4) - 8.
+    model = xl_model() if kind == XL else tiny_model(**kind)
+    obs, act, _, _ = walks(T=20)
+    g0 = torch.randn(3, 16) / 4
+    T = 20
+    first = model.reach(T)
+    if not kind:
+        assert first.tolist() == [max(0, t - 4) for t in range(T)]
+    if kind == XL:
+        assert first.tolist() == [max(0, 4 * (t // 4) - 8) for t in range(T)]
+        assert model.reach(T, direct=True).tolist() == [max(0, 4 * (t // 4) - 4) for t in range(T)]
+    with torch.no_grad():
+        base = model(obs[:, :-1], act, g0)
+        for j in range(T):
+            changed = obs[:, :-1].clone()
+            changed[:, j] = (changed[:, j] + 1) % 10
+            moved = (model(changed, act, g0) - base).abs().amax((0, 2)) > 1e-6  # (T,): which predictions moved
+            t = torch.arange(T)
+            assert torch.equal(moved, (t >= j) & (first <= j)), (j, moved.int().tolist(), first.tolist())
+
+
+def test_the_official_split_scores_each_segments_last_step_by_the_direct_context():
+    # The official rule (misc.eval_memory_correct): a segment's last prediction, WM when its node is among
+    # pos[start - mem_len : stop]. A walk made by hand, segments of 4 with mem_len 4, ends back at node 1:
+    # step 11 asks about pos[12] = 1, seen at step 1 only. Its own segment (8..11) and the memory (4..7)
+    # lack it: RM under the official rule; but through the two layers the prediction reaches step 0:
+    # WM under the exact one. Step 3 asks about node 4 and step 7 about node 8, both new: RM under both.
+    model = tiny_model(**XL)
+    pos = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1]])
+    assert model.segment_ends(12).tolist() == [t % 4 == 3 for t in range(12)]
+    official_wm = visited_since(pos, model.reach(12, direct=True))[0]
+    exact_wm = visited_since(pos, model.reach(12))[0]
+    assert official_wm[[3, 7, 11]].tolist() == [False, False, False]
+    assert exact_wm[[3, 7, 11]].tolist() == [False, False, True]
+
+
+XL_RUN = TINY + ["--arch", "xl", "--segment", "4", "--mem_len", "4", "--walk_len", "12", "--max_iters", "20",
+                 "--eval_interval", "10", "--dropout", "0.1", "--seed", "3"]
+
+
+def test_an_interrupted_and_resumed_xl_run_is_the_same_run_bit_for_bit(tmp_path, monkeypatch, capsys, sigint):
+    # The xl model with dropout (the input tokens' too), walks of three segments: stopped inside a
+    # training step, resumed, it ends the same run as one never stopped, log lines and weights bit for bit.
+    train.main(XL_RUN + ["--out_dir", str(tmp_path / "straight")])
+    signal_at_call(monkeypatch, train.F, "cross_entropy", 13)
+    with pytest.raises(SystemExit) as e:
+        train.main(XL_RUN + ["--out_dir", str(tmp_path / "stopped")])
+    assert e.value.code == 130 and "interrupted: saved" in capsys.readouterr().out
+    monkeypatch.undo()
+    train.main(["--resume", "--out_dir", str(tmp_path / "stopped")])
+    rows = [[{k: v for k, v in row.items() if k not in ("ms_per_step", "elapsed_s")} for row in read_log(tmp_path / d)]
+            for d in ("straight", "stopped")]
+    assert rows[0] == rows[1] and len(rows[0]) == 2 and "official_rm_error" in rows[0][0]
+    resumed, straight = final_weights(tmp_path / "stopped"), final_weights(tmp_path / "straight")
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight) and "blocks.0.attn.r_emb" in straight
+
+
+def test_analyze_reads_an_official_checkpoint_and_agrees_with_its_error_rates(tmp_path, capsys):
+    # ../shared/official-ckpt holds a checkpoint the official code wrote, and its own validate()'s error rates
+    # on it. Read here (no code run, no transformers), on fresh walks of the same length, under the official
+    # split (each segment's last prediction, WM when in pos[start - mem_len : stop]): the same error rates
+    # within two standard errors of the difference.
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "official-ckpt")
+    if not os.path.exists(os.path.join(src, "checkpoint.pt")):
+        pytest.skip("../shared/official-ckpt is not here")
+    with open(os.path.join(src, "official_errors.json")) as f:
+        theirs = json.load(f)
+    run = tmp_path / "official"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(open(os.path.join(src, "checkpoint.pt"), "rb").read())
+    model, env, ckpt = analyze.load_run(str(run), "cpu")
+    assert model.cfg.segment == 8 and model.cfg.mem_len == 8 and env.maps.tolist() == ckpt["maps"].tolist()
+    gen = torch.Generator().manual_seed(0)
+    ours = memory.error_rates(memory.model_predictor(model, gen), env, partial(model.reach, direct=True), 128, gen,
+                              max_se=0, max_walks=640, scored=model.segment_ends(128))
+    for k in ("wm", "rm"):
+        p, n = theirs[f"{k}_error"], theirs[f"n_{k}"]
+        se = math.hypot(ours[f"{k}_error_se"], math.sqrt(p * (1 - p) / n))
+        assert abs(ours[f"{k}_error"] - p) < 2 * se, (k, ours[f"{k}_error"], p, se)
+    # a truncated official checkpoint, and one that carries code: one line, exit 2, nothing run
+    marker = tmp_path / "the code ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    for name, write in (("truncated", lambda p: p.write_bytes((run / "checkpoint.pt").read_bytes()[:5000])),
+                        ("code", lambda p: torch.save({"state_dict": Payload(), "maps": 0, "config": 0}, p))):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / "checkpoint.pt")
+        with pytest.raises(SystemExit) as e:
+            analyze.main([str(tmp_path / name)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and "checkpoint.pt" in err[0], err
+    assert not marker.exists()
+
+
+def test_the_official_init():
+    # normal(0, 0.02) for every weight matrix, embedding, r_emb and r_w_bias; zero biases, r_bias and W_a;
+    # LayerNorm at one; a read-out bias; without official_init, PyTorch's defaults and no read-out bias.
+    model = Model(ModelConfig(d_model=256, d_ff=1024, rel_lags=True, obs_attend=True, segment=8, mem_len=8,
+                              official_init=True))
+    for name, p in model.named_parameters():
+        if name == "W_a" or name.endswith("r_bias") or (name.endswith(".bias") and p.dim() == 1):
+            assert (p == 0).all(), name
+        elif "ln" in name:
+            assert (p == 1).all(), name
+        else:
+            assert abs(p.std().item() - 0.02) < 0.002 and abs(p.mean().item()) < 0.002, name
+    assert model.head.bias is not None and Model(ModelConfig()).head.bias is None
+    assert abs(Model(ModelConfig()).blocks[0].mlp.fc.weight.std().item() - 0.02) > 0.002  # PyTorch's default
+
+
+def test_a_segment_run_with_the_previous_segments_memory_is_the_walks_second_segment(capsys):
+    # Model.run(..., mem, start): one segment after a memory handed in, the official's pass (bench.py
+    # times the official's pass per prefix so): with the first segment's inputs to each block as the
+    # memory and its last g, it gives the second segment's predictions of the whole walk's pass.
+    model = xl_model(segment=4, mem_len=4)
+    obs, act, _, _ = walks(T=8)
+    g0 = torch.randn(3, 16) / 4
+    inputs = [block.register_forward_pre_hook(lambda mod, args: seen.append(args[0])) for block in model.blocks]
+    seen = []
+    with torch.no_grad():
+        model(obs[:, :4], act[:, :4], g0)  # the first segment alone
+        for h in inputs:
+            h.remove()
+        mem = [x[:, :4] for x in seen]  # each block's input for the segment's observation tokens
+        g4 = model.path_integrate(act[:, :4], g0)[:, -1]
+        second = model.run(obs[:, 4:8], act[:, 4:8], g4, mem=mem, start=4)
+        torch.testing.assert_close(second, model(obs[:, :8], act, g0)[:, 4:], rtol=1e-5, atol=1e-5)
+    bench.main(["--preset", "small", "--arch", "xl", "--batch_size", "4", "--steps", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "xl model" in out and out.count("predictions/s") == 2

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import cli  # noqa: E402
 import gpu  # noqa: E402
-from cli import PRESETS  # noqa: E402  the paper's settings, and the small ones for a CPU
+from cli import PRESETS, XL  # noqa: E402  the paper's settings, and the small ones for a CPU
 from env import Batches, GridWorld, memory_counts  # noqa: E402
 from model import Model, ModelConfig  # noqa: E402
 from nmda import ACTIVATIONS  # noqa: E402
@@ -82,6 +82,16 @@ def parser(only_given=False):
     add("--size", type=int, help="grid side length L")
     add("--n_obs", type=int, help="number of sensory tokens")
     add("--num_maps", type=int, help="number of familiar maps N")
+    add("--arch", choices=["tem", "xl"], default="tem",
+        help="tem: TEM-t as model.py describes it; xl: the official release's Transformer-XL, all four of "
+             "--rel_lags, --obs_attend, --official_init and --segment with --mem_len, from the preset")
+    add("--rel_lags", action="store_true", help="learnable relative-lag terms in attention (the official's)")
+    add("--obs_attend", action="store_true", help="observation tokens attend to earlier observations too")
+    add("--official_init", action="store_true", help="normal(0, 0.02) init, input dropout and a read-out bias")
+    add("--segment", type=int, help="> 0: walks run in segments of this many steps, g and memory carried "
+                                    "without gradient (default: 0; with --arch xl, the preset's: paper 32, small 8)")
+    add("--mem_len", type=int, help="with --segment: earlier observation tokens every token attends to "
+                                    "(default: 0; with --arch xl, the preset's: paper 32, small 8)")
     add("--n_actions", type=int, default=5, choices=[4, 5], help="5: stay + 4 moves; 4: moves only")
     add("--n_layer", type=int, help="transformer blocks")
     add("--n_head", type=int, help="attention heads")
@@ -139,6 +149,11 @@ def settle(argv):
     preset = cli.auto_preset(device) if chosen else preset
     args = argparse.Namespace(**{**defaults, **PRESETS[preset], **saved, **given, "device": device,
                                  "preset": preset})
+    if args.arch == "xl":  # the official release's model: its four differences, the segments of the preset
+        args.rel_lags = args.obs_attend = args.official_init = True
+        args.segment = XL[preset]["segment"] if args.segment is None else args.segment
+        args.mem_len = XL[preset]["mem_len"] if args.mem_len is None else args.mem_len
+    args.segment, args.mem_len = args.segment or 0, args.mem_len or 0
     check(args, cuda)
     dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))
     args.dtype = dtype if args.dtype == "auto" else args.dtype
@@ -182,6 +197,10 @@ def check(args, cuda):
     if args.warmup_iters > args.max_iters:
         die(f"--warmup_iters {args.warmup_iters} must be at most --max_iters {args.max_iters}: the rate would "
             "never reach --lr")
+    if args.segment < 0 or args.mem_len < 0:
+        die(f"--segment and --mem_len must be counts >= 0 (got {args.segment}, {args.mem_len})")
+    if args.segment and args.tem_t:
+        die("--tem_t has no segment memory: use it without --segment and --arch xl")
     if args.d_model % args.n_head:
         die(f"--n_head {args.n_head} must divide --d_model {args.d_model}")
     if args.device != "cpu":
@@ -267,18 +286,27 @@ def evaluate(model, env, args, autocast):
     model.eval()
     gen = torch.Generator(env.device).manual_seed(args.seed + 12345)
     out = {}
+    # exact: WM when the node is among the observations the prediction can see (Model.reach); with
+    # segments also the official rule: each segment's last prediction, WM when in its segment or memory
+    T = args.walk_len
+    splits = {"": (model.reach(T), None)}
+    if model.cfg.segment:
+        splits["official_"] = (model.reach(T, direct=True), model.segment_ends(T))
     for novel in (False, True):
-        counts = 0
+        counts = {name: 0 for name in splits}
         for i in range(0, args.eval_walks, args.batch_size):
             n = min(args.batch_size, args.eval_walks - i)
-            obs, act, pos, _ = env.walk(n, args.walk_len, novel=novel, generator=gen)
+            obs, act, pos, _ = env.walk(n, T, novel=novel, generator=gen)
             with autocast:
                 logits = model(obs[:, :-1], act, model.random_g0(n, generator=gen, device=env.device))
-            counts = counts + memory_counts(logits.float().argmax(-1) != obs[:, 1:], pos, model.cfg.context).sum(0)
-        c = counts.tolist()
-        pre = "novel_" if novel else ""
-        out[pre + "wm_error"] = c[0] / c[1] if c[1] else float("nan")  # nan: no such steps to judge
-        out[pre + "rm_error"] = c[2] / c[3] if c[3] else float("nan")
+            wrong = logits.float().argmax(-1) != obs[:, 1:]
+            for name, (first, scored) in splits.items():
+                counts[name] = counts[name] + memory_counts(wrong, pos, first, scored).sum(0)
+        for name in splits:
+            c = counts[name].tolist()
+            pre = ("novel_" if novel else "") + name
+            out[pre + "wm_error"] = c[0] / c[1] if c[1] else float("nan")  # nan: no such steps to judge
+            out[pre + "rm_error"] = c[2] / c[3] if c[3] else float("nan")
     model.train()
     return out
 
@@ -421,7 +449,7 @@ def train(argv, signals):
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
 
     # ---- model, optimizer and the stream of walks
-    cfg = ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)})
+    cfg = ModelConfig(**{f.name: getattr(args, f.name, f.default) for f in fields(ModelConfig)})
     part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
     try:
         env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
@@ -452,8 +480,9 @@ def train(argv, signals):
     peak = peak and peak * world  # the GPUs of the global batch; None on a CPU
     if master:
         n_params = sum(p.numel() for p in raw_model.parameters())
+        seen = (f"segments of {args.segment}, memory {args.mem_len}" if args.segment else f"context {args.context}")
         print(f"{args.act} alpha={args.alpha:g} beta={args.beta:g} | {args.size}x{args.size} grid, "
-              f"{args.num_maps} maps, context {args.context} | {n_params / 1e6:.2f}M parameters | "
+              f"{args.num_maps} maps, {args.arch} model, {seen} | {n_params / 1e6:.2f}M parameters | "
               f"{args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}"
               f"{f' x{world} processes' if ddp else ''} | lr {args.lr:g}, {args.decay} after {args.warmup_iters} "
               f"warm-up steps")
