@@ -29,6 +29,7 @@ NOT_SETTINGS = {"device", "dtype", "compile", "out_dir", "resume", "overwrite", 
 SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction",
            "ffn_token_cell_fraction", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean", "rm_auc",
            "ideal_rm_error", "loop_closure_accuracy", "novel_loop_closure_accuracy")
+SEGMENTED = ("official_wm_error", "official_rm_error")  # the official split too, of runs with segments (--arch xl)
 RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
                "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
                "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
@@ -94,7 +95,7 @@ def seed_table(runs):
         args = rs[0]["args"]
         row = dict(setting=label, act=args["act"], alpha=args["alpha"], beta=args["beta"],
                    num_maps=args["num_maps"], seeds=len(rs))
-        for k in SUMMARY:
+        for k in SUMMARY + SEGMENTED * ("official_rm_error" in rs[0]["metrics"]):
             row[k], row[k + "_se"] = mean_se(rs, k)
         for threshold in RM_THRESHOLDS:  # over the seeds that got there; how many did
             reached = [r for r in rs if r["metrics"].get(f"steps_to_rm_{threshold:g}") is not None]
