@@ -93,10 +93,7 @@ def main(argv=None):
         die(f"--batch_size {B}: the walks do not fit in memory ({type(e).__name__})")
     W = min(model.cfg.context, T)
 
-    def step(forward, obs, act, g0, last_only):
-        with autocast:  # as train.py's step: all predictions, or the last one (one pass per prefix)
-            logits = forward(obs[:, :-1], act, g0)[:, -1 if last_only else 0:]
-            loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, -logits.shape[1]:].flatten())
+    def update(loss):  # as train.py's step: backward, clip, Adam
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -104,15 +101,16 @@ def main(argv=None):
         scaler.step(optimizer)
         scaler.update()
 
+    def step(forward, obs, act, g0, last_only):
+        with autocast:  # all predictions, or the last one (one pass per prefix)
+            logits = forward(obs[:, :-1], act, g0)[:, -1 if last_only else 0:]
+            loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, -logits.shape[1]:].flatten())
+        update(loss)
+
     def prefix_step(prefix, target):  # one official optimizer step: a prefix's pass, its last prediction
         with autocast:
             loss = F.cross_entropy(prefix()[:, -1].float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        scaler.step(optimizer)
-        scaler.update()
+        update(loss)
 
     def timed(fn):
         for _ in range(min(args.steps, 5)):  # warm-up (and compilation)

@@ -52,46 +52,49 @@ def settings(config):
     return model, world
 
 
-def from_official(sd, n_layer):
-    """An official state_dict in model.py's layout. The official RNN computes g + g W_a with g a row
-    vector: its W_a is our W_a transposed. Its relative tables are shared tensors indexed by layer and
-    by klen - 1 - lag: ours are per block and by lag."""
-    t = "transformer."
-    out = {"W_a": sd["rnn.weight"].transpose(1, 2), "g_proj.weight": sd[t + "grid_emb.0.weight"],
-           "g_proj.bias": sd[t + "grid_emb.0.bias"], "obs_emb.weight": sd[t + "word_emb.weight"],
-           "ln_f.weight": sd[t + "ln_f.weight"], "ln_f.bias": sd[t + "ln_f.bias"],
-           "head.weight": sd["classifier.weight"], "head.bias": sd["classifier.bias"]}
+# Our key <- the official's: the model's own, then each block's ({} the block's index).
+KEYS = {"g_proj.weight": "transformer.grid_emb.0.weight", "g_proj.bias": "transformer.grid_emb.0.bias",
+        "obs_emb.weight": "transformer.word_emb.weight", "ln_f.weight": "transformer.ln_f.weight",
+        "ln_f.bias": "transformer.ln_f.bias", "head.weight": "classifier.weight", "head.bias": "classifier.bias"}
+BLOCK_KEYS = {"attn.qkv.weight": "dec_attn.qkv_net.weight", "attn.proj.weight": "dec_attn.o_net.weight",
+              "ln1.weight": "dec_attn.layer_norm.weight", "ln1.bias": "dec_attn.layer_norm.bias",
+              "mlp.fc.weight": "pos_ff.fc1.0.weight", "mlp.proj.weight": "pos_ff.fc2.0.weight",
+              "ln2.weight": "pos_ff.layer_norm.weight", "ln2.bias": "pos_ff.layer_norm.bias"}
+RELATIVE = ("r_w_bias", "r_emb", "r_bias")  # the official's shared (n_layer, ...) tensors, ours per block
+
+
+def by_lag(key, table):
+    """The official's r_emb and r_bias run over klen - 1 - lag, ours over lag (the same flip both ways)."""
+    return table if key == "r_w_bias" else table.flip(0)
+
+
+def key_pairs(n_layer):
+    """(ours, the official's) for every key renamed as it is."""
+    pairs = list(KEYS.items())
     for i in range(n_layer):
-        o, b = f"{t}layers.{i}.", f"blocks.{i}."
-        out.update({b + "attn.qkv.weight": sd[o + "dec_attn.qkv_net.weight"],
-                    b + "attn.proj.weight": sd[o + "dec_attn.o_net.weight"],
-                    b + "ln1.weight": sd[o + "dec_attn.layer_norm.weight"], b + "ln1.bias": sd[o + "dec_attn.layer_norm.bias"],
-                    b + "mlp.fc.weight": sd[o + "pos_ff.fc1.0.weight"], b + "mlp.proj.weight": sd[o + "pos_ff.fc2.0.weight"],
-                    b + "ln2.weight": sd[o + "pos_ff.layer_norm.weight"], b + "ln2.bias": sd[o + "pos_ff.layer_norm.bias"],
-                    b + "attn.r_w_bias": sd[t + "r_w_bias"][i], b + "attn.r_emb": sd[t + "r_emb"][i].flip(0),
-                    b + "attn.r_bias": sd[t + "r_bias"][i].flip(0)})
+        pairs += [(f"blocks.{i}.{ours}", f"transformer.layers.{i}.{theirs}") for ours, theirs in BLOCK_KEYS.items()]
+    return pairs
+
+
+def from_official(sd, n_layer):
+    """An official state_dict in model.py's layout; its unused embeddings (rew_emb, valid_seq_emb) left
+    out. The official RNN computes g + g W_a with g a row vector: its W_a is ours transposed. Its
+    relative tables are shared tensors indexed by layer and by klen - 1 - lag: ours are per block, by lag."""
+    out = {ours: sd[theirs] for ours, theirs in key_pairs(n_layer)}
+    out["W_a"] = sd["rnn.weight"].transpose(1, 2)
+    for key in RELATIVE:
+        for i in range(n_layer):
+            out[f"blocks.{i}.attn.{key}"] = by_lag(key, sd["transformer." + key][i])
     return out
 
 
 def to_official(sd, n_layer):
-    """The inverse of from_official (the official's unused embeddings left out): for tests."""
-    t = "transformer."
-    back = {"rnn.weight": sd["W_a"].transpose(1, 2), t + "grid_emb.0.weight": sd["g_proj.weight"],
-            t + "grid_emb.0.bias": sd["g_proj.bias"], t + "word_emb.weight": sd["obs_emb.weight"],
-            t + "ln_f.weight": sd["ln_f.weight"], t + "ln_f.bias": sd["ln_f.bias"],
-            "classifier.weight": sd["head.weight"], "classifier.bias": sd["head.bias"]}
-    for key, ours in (("r_w_bias", lambda i: sd[f"blocks.{i}.attn.r_w_bias"]),
-                      ("r_emb", lambda i: sd[f"blocks.{i}.attn.r_emb"].flip(0)),
-                      ("r_bias", lambda i: sd[f"blocks.{i}.attn.r_bias"].flip(0))):
-        back[t + key] = torch.stack([ours(i) for i in range(n_layer)])
-    for i in range(n_layer):
-        o, b = f"{t}layers.{i}.", f"blocks.{i}."
-        back.update({o + "dec_attn.qkv_net.weight": sd[b + "attn.qkv.weight"],
-                     o + "dec_attn.o_net.weight": sd[b + "attn.proj.weight"],
-                     o + "dec_attn.layer_norm.weight": sd[b + "ln1.weight"], o + "dec_attn.layer_norm.bias": sd[b + "ln1.bias"],
-                     o + "pos_ff.fc1.0.weight": sd[b + "mlp.fc.weight"], o + "pos_ff.fc2.0.weight": sd[b + "mlp.proj.weight"],
-                     o + "pos_ff.layer_norm.weight": sd[b + "ln2.weight"], o + "pos_ff.layer_norm.bias": sd[b + "ln2.bias"]})
-    return back
+    """The inverse of from_official: for tests."""
+    out = {theirs: sd[ours] for ours, theirs in key_pairs(n_layer)}
+    out["rnn.weight"] = sd["W_a"].transpose(1, 2)
+    for key in RELATIVE:
+        out["transformer." + key] = torch.stack([by_lag(key, sd[f"blocks.{i}.attn.{key}"]) for i in range(n_layer)])
+    return out
 
 
 def as_run(ckpt):
