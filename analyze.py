@@ -37,7 +37,7 @@ DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, ra
                 shuffles=100, silence_walks=256, loop_walks=1024)
 QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
-METHOD = 7  # raise it when a change of method changes the numbers: older metrics.json are redone
+METHOD = 8  # raise it when a change of method changes the numbers: older metrics.json are redone
 TOKEN_CELL = 0.5  # a place cell is a token cell where the node's token explains this share of its rate map
 # Offsets from --seed of each part's own random stream.
 SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6,
@@ -167,6 +167,7 @@ def load_run(run_dir, device):
         why = " ".join(str(e).split())[:200]  # one line, however long the message
         die(f"{path}: not a checkpoint of this project's model nor of the official release "
             f"({type(e).__name__}: {why})")
+    ckpt["path"] = path  # which file: ckpt.pt, or the official release's checkpoint.pt
     return model.to(device).eval(), env, ckpt
 
 
@@ -175,7 +176,7 @@ def unit_kinds(model):
     cfg = model.cfg
     units = [("ffn", layer, f"FFN L{layer} #{i}") for layer in range(cfg.n_layer) for i in range(cfg.d_ff)]
     units += [("att", layer, f"att L{layer} H{h} lag {k}") for layer in range(cfg.n_layer)
-              for h in range(cfg.n_head) for k in range(model.span)]
+              for h in range(cfg.n_head) for k in range(model.lag_units)]
     units += [("g", -1, f"g #{i}") for i in range(cfg.d_rnn)]
     kinds, layers, names = zip(*units)
     return np.array(kinds), np.array(layers), list(names)
@@ -238,11 +239,11 @@ def settings(opts):
 
 
 def previous_metrics(run_dir, ckpt, opts):
-    """run_dir/metrics.json if it is newer than ckpt.pt, of the same step, made with the same flags and,
+    """run_dir/metrics.json if it is newer than the checkpoint, of the same step, made with the same flags and,
     if figures are wanted, drawn."""
     path = os.path.join(run_dir, "metrics.json")
     try:
-        if os.path.getmtime(path) < os.path.getmtime(os.path.join(run_dir, "ckpt.pt")):
+        if os.path.getmtime(path) < os.path.getmtime(ckpt.get("path", os.path.join(run_dir, "ckpt.pt"))):
             return None
         if not opts.no_figures and not os.path.exists(os.path.join(run_dir, "rate_maps.png")):
             return None  # figures wanted that an earlier --no_figures analysis did not draw

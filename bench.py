@@ -148,7 +148,8 @@ def main(argv=None):
         if args.compile == "on":
             torch.compiler.reset()
     report(args, rows, walks, model.flops_per_step(B, T), gpu.peak_flops(device, args.dtype), B, T,
-           model.cfg.context, batches.ahead)
+           f"segments of {model.cfg.segment}, memory {model.cfg.mem_len}" if model.cfg.segment
+           else f"context {model.cfg.context}", batches.ahead)
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.profile:
@@ -160,7 +161,7 @@ def report(args, rows, walks, flops, peak, B, T, context, ahead):
     one, prefix = rows[0][1], rows[1][1]
     print(f"benchmark: {args.preset} preset, {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}, "
           f"batch {B}, walk_len {T}, {args.arch} model, "
-          f"context {context}; median of {args.steps} steps")
+          f"{context}; median of {args.steps} steps")
     for name, sec, predictions, tokens in rows:
         mfu = f" | MFU {flops / sec / peak:6.1%}" if peak and name == "one pass" else ""
         print(f"{name:>16}: {sec * 1000:8.2f} ms/step | {predictions / sec:12,.0f} predictions/s | "

@@ -25,6 +25,9 @@ PRESETS = {
 # the small grid 8 and 8, so that a prediction sees at most 16 observations directly, as context 16.
 XL = {"paper": dict(segment=32, mem_len=32), "small": dict(segment=8, mem_len=8)}
 
+# What a run made before --arch existed was: TEM-t, without any of the official release's differences.
+BEFORE_ARCH = dict(arch="tem", rel_lags=False, obs_attend=False, segment=0, mem_len=0, official_init=False)
+
 
 def auto_preset(device):
     """--preset auto: the paper's on a GPU, else the small one."""

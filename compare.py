@@ -80,8 +80,8 @@ def groups(runs, drop):
     """Runs with equal settings except `drop` (and seed), each group labelled by what sets it apart."""
     by = {}
     for r in runs:
-        key = tuple(sorted((k, str(v)) for k, v in r["args"].items()
-                           if k not in NOT_SETTINGS | set(drop) | {"seed"}))
+        args = {**cli.BEFORE_ARCH, **r["args"]}  # a run from before --arch: TEM-t
+        key = tuple(sorted((k, str(v)) for k, v in args.items() if k not in NOT_SETTINGS | set(drop) | {"seed"}))
         by.setdefault(key, []).append(r)
     differ = sorted({k for key in by for k, v in key if len({dict(o).get(k) for o in by}) > 1})
     return [(", ".join(f"{k}={dict(key).get(k)}" for k in differ) or "all runs", rs)

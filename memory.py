@@ -39,7 +39,7 @@ def first_seen(reach, steps):
 @torch.no_grad()
 def forward_chunked(model, obs, act, g0, chunk=256, record=False):
     """model(obs, act, g0) for walks of any length: logits (B, T, n_obs) and, with record,
-    unit_activity (B, T, U). A model with segments runs them one by one itself. Otherwise a prediction
+    unit_activity (B, T, U). A model with segments runs them all itself, side by side. Otherwise a prediction
     at step t depends only on obs[model.reach(T)[t]..t] and g up to t+1, so g is path-integrated once
     over the whole walk and chunks overlap by that reach, each keeping only the predictions whose
     reach lies inside it (the first chunk keeps all)."""

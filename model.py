@@ -175,11 +175,12 @@ class Attention(nn.Module):
         if not self.rel_lags and not self.spell_out:  # fused kernel: training and evaluation
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, K, H, rows, hd)
         else:  # the same computation spelled out, with the relative terms and the weights to read
-            att = q @ k.transpose(-2, -1)  # (B, K, H, rows, keys)
-            if self.rel_lags:  # content bias . k, q . r_emb[lag] and r_bias[lag], each pair by its lag
-                att = att + self.r_w_bias[:, None] @ k.transpose(-2, -1)
-                by_lag = q @ self.r_emb.permute(1, 2, 0)  # (B, K, H, rows, n_lags): q against every lag
-                att = att + by_lag.gather(-1, lag.expand(*by_lag.shape[:-2], *lag.shape)) + self.r_bias.T[:, lag]
+            if self.rel_lags:  # Transformer-XL's terms: (q + r_w_bias) . k, plus q . r_emb[lag] + r_bias[lag]
+                att = (q + self.r_w_bias[:, None]) @ k.transpose(-2, -1)  # (B, K, H, rows, keys)
+                q_lags = q @ self.r_emb.permute(1, 2, 0)  # (B, K, H, rows, n_lags): q against every lag's r_emb
+                att = att + q_lags.gather(-1, lag.expand(*q_lags.shape[:-2], *lag.shape)) + self.r_bias.T[:, lag]
+            else:
+                att = q @ k.transpose(-2, -1)  # (B, K, H, rows, keys)
             att = (att / math.sqrt(hd)).masked_fill(~mask, float("-inf")).softmax(-1)
             if self.spell_out:  # the queries' weights on the observations, (B*K, H, n, m+n)
                 self.weights = att[..., -n:, :m + n].reshape(BK, H, n, m + n)
@@ -249,10 +250,17 @@ class Model(nn.Module):
         return self.cfg.mem_len + self.cfg.segment if self.cfg.segment else self.cfg.context
 
     @property
+    def lag_units(self):
+        """The attention lags that Model.record keeps as units: every lag of the context; with segments,
+        0 to mem_len, the lags every query sees once the walk is past its first segment (a further lag
+        is seen only late in a segment, so its weight would follow the segment's phase, not the place)."""
+        return self.cfg.mem_len + 1 if self.cfg.segment else self.cfg.context
+
+    @property
     def n_lags(self):
         """Lags the relative terms tell apart: 0 (a token and itself) to span. With segments the
-        official table's segment + mem_len, the furthest lag (the last query to the first memory
-        token) sharing the last entry."""
+        official table's segment + mem_len entries, the furthest lag (the last query to the first
+        memory token) sharing the last entry, as the official pads its table with its first."""
         return self.span if self.cfg.segment else self.span + 1
 
     def reach(self, T, direct=False):
@@ -281,7 +289,13 @@ class Model(nn.Module):
         attend: query t sees the observations from its context's start (t-context+1; with segments, the
         memory's) to t, and itself; an observation token sees itself, and with obs_attend what query t
         sees but itself. Observations before step 0 are never seen. start: the first segment's step. lag:
-        observation token t sits at position t and query token t at t+1, where obs t+1 will be."""
+        observation token t sits at position t and query token t at t+1, where obs t+1 will be; the
+        same in every segment, so taken from the first.
+
+                            memory (m)    observations (n)   queries (n)
+            observations    sees          sees (causal)      -
+            queries         sees          sees (causal)      itself
+        """
         s = start + torch.arange(K, device=device)[:, None, None] * n  # (K, 1, 1): each segment's first step
         i = s + torch.arange(n, device=device)[:, None]  # (K, n, 1): the step of each row
         j = s - m + torch.arange(m + n, device=device)  # (K, 1, m+n): the step of each observation column
@@ -333,9 +347,9 @@ class Model(nn.Module):
         K = -(-T // S)
         pad = K * S - T  # the last segment filled out; what is predicted there is dropped
         obs, act = F.pad(obs, (0, pad)), F.pad(act, (0, pad))
-        with torch.no_grad():  # g where each segment starts: carried without gradient
+        with torch.no_grad():  # g where each segment starts (steps 0, S, 2S, ...): carried without gradient
             starts = self.path_integrate(act, g0)[:, 0:K * S:S]  # (B, K, d_rnn)
-        starts = torch.cat([g0[:, None], starts[:, 1:]], 1).flatten(0, 1)
+        starts = torch.cat([g0[:, None], starts[:, 1:]], 1).flatten(0, 1)  # the first is g0 itself, its gradient kept
         logits = self.run(obs.view(B * K, S), act.view(B * K, S), starts, K)
         return logits.view(B, K * S, -1)[:, :T]
 
@@ -353,10 +367,16 @@ class Model(nn.Module):
         pos_emb = torch.cat([pos_emb[:, :n], pos_emb[:, 1:]], 1)  # (B*K, 2n, d/2)
         query = torch.full_like(obs, cfg.n_obs)
         x = self.drop_in(torch.cat([pos_emb, self.obs_emb(torch.cat([obs, query], 1))], 2))  # (B*K, 2n, d)
-        M = mem[0].shape[1] if mem is not None else cfg.mem_len if cfg.segment else 0
+        if mem is not None:  # a memory handed in
+            M = mem[0].shape[1]
+        else:
+            M = cfg.mem_len if cfg.segment else 0
         mask, lag = self.visibility(n, M, K, obs.device, start)
         for i, block in enumerate(self.blocks):
-            m = mem[i] if mem is not None else self.memory(x[:, :n], K) if M else None  # (B*K, M, d): one segment back
+            if mem is not None:
+                m = mem[i]
+            else:  # (B*K, M, d): this block's input for the M steps before each segment, or none
+                m = self.memory(x[:, :n], K) if M else None
             x = block(x, m, pos_emb, mask, lag, queries_only=i == len(self.blocks) - 1)
         return self.head(self.ln_f(x))
 
@@ -364,7 +384,7 @@ class Model(nn.Module):
         """(logits, rec): the forward pass, and the internal activity of its query tokens, read by
         forward hooks (as silencing.py's) that leave the forward as it is: "g" (B, T+1, d_rnn), the
         position vectors (g_proj's input); "ffn" [n_layer x (B, T, d_ff)], the feed-forward neurons
-        after the activation; "att" [n_layer x (B, H, T, span)], where att[..., t, k] is the weight
+        after the activation; "att" [n_layer x (B, H, T, lag_units)], where att[..., t, k] is the weight
         query t gives observation t-k (0 where it does not see it). The fused attention kernel never
         forms those weights, so meanwhile attention is spelled out (Attention.spell_out): the same
         function."""
@@ -393,7 +413,7 @@ class Model(nn.Module):
                 h.remove()
             for block in self.blocks:
                 block.attn.spell_out = False
-        rec["att"] = [per_walk(self.by_lag(block.attn.weights, M), 2) for block in self.blocks]
+        rec["att"] = [per_walk(self.by_lag(block.attn.weights, M)[..., :self.lag_units], 2) for block in self.blocks]
         for block in self.blocks:
             block.attn.weights = None
         return logits, rec
@@ -431,8 +451,8 @@ class Model(nn.Module):
             rows = mask[:, S:] if last or not c.obs_attend else mask  # the rows attention computes
             macs += keys * (d // 2 if c.tem_t else d) * 3 * d  # q, k, v (tem_t: from halves)
             macs += 2 * int(rows.sum()) * d  # q.k and the weighted sum of v, over the pairs seen
-            if c.rel_lags:  # q against every lag's r_emb, and the content bias against every key
-                macs += rows.shape[0] * rows.shape[1] * self.n_lags * d + keys * d
+            if c.rel_lags:  # q against every lag's r_emb
+                macs += rows.shape[0] * rows.shape[1] * self.n_lags * d
             tokens = K * S if last else 2 * K * S
             macs += tokens * d * d + 2 * tokens * d * c.d_ff  # the projection and the feed-forward
         # path integration as computed: every step multiplies by all n_actions matrices; and g_proj

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import analyze
 import bench
+import cli
 import compare
 import gpu
 import gpucheck
@@ -1692,3 +1693,42 @@ def test_a_segment_run_with_the_previous_segments_memory_is_the_walks_second_seg
     bench.main(["--preset", "small", "--arch", "xl", "--batch_size", "4", "--steps", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "xl model" in out and out.count("predictions/s") == 2
+
+
+@pytest.mark.parametrize("argv,flag", [(["--mem_len", "4"], "--mem_len"),
+                                       (["--arch", "xl", "--segment", "0", "--tem_t"], "--tem_t"),
+                                       (["--arch", "xl", "--context", "20"], "--context"),
+                                       (["--segment", "-1"], "--segment")])
+def test_the_xl_flags_refuse_what_would_go_unused_in_one_line(argv, flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + argv + ["--out_dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and flag in err[0], err
+
+
+def test_a_run_from_before_arch_resumes_and_groups_with_tem_runs(tmp_path, capsys):
+    # A checkpoint whose args predate --arch and its switches: --resume goes on as TEM-t, and compare.py
+    # puts it in one group with a run of the same settings made now.
+    for name in ("old", "new"):
+        train.main(TINY + ["--max_iters", "4", "--eval_interval", "2", "--out_dir", str(tmp_path / name)])
+    path = tmp_path / "old" / "ckpt.pt"
+    ckpt = torch.load(path, weights_only=True)
+    for k in cli.BEFORE_ARCH:
+        del ckpt["args"][k]
+    torch.save(ckpt, path)
+    train.main(["--resume", "--max_iters", "6", "--out_dir", str(tmp_path / "old")])
+    assert "step      6/6" in capsys.readouterr().out
+    runs = [dict(args=torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["args"]) for d in ("old", "new")]
+    assert len(compare.groups(runs, ("max_iters",))) == 1
+
+
+def test_xl_attention_units_are_the_lags_every_query_sees():
+    # with segments of 4 and a memory of 4, query offsets 0..3 see lags 0..4+offset: lags 0..4 are seen by all
+    model = xl_model(segment=4, mem_len=4)
+    obs, act, _, _ = walks(T=12)
+    with torch.no_grad():
+        logits, rec = model.record(obs[:, :-1], act)
+        torch.testing.assert_close(logits, model(obs[:, :-1], act, rec["g"][:, 0]), rtol=1e-5, atol=1e-5)
+    assert model.lag_units == 5 and rec["att"][0].shape == (3, 2, 12, 5)
+    assert (rec["att"][0][:, :, 4:] > 0).all()  # past the first segment every unit's lag is seen
+    assert rec["ffn"][1].shape == (3, 12, 64) and rec["g"].shape == (3, 13, 16)

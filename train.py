@@ -135,7 +135,7 @@ def settle(argv):
     ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt")) if given.get("resume") else None
     saved = {}  # the checkpoint's settings
     if ckpt is not None:
-        saved = {"warmup_iters": 0, "decay": "none",  # a run from before the schedule
+        saved = {"warmup_iters": 0, "decay": "none", **cli.BEFORE_ARCH,  # a run from before the schedule, or --arch
                  **{k: v for k, v in ckpt["args"].items() if k not in MINE}}
         fixed = sorted(k for k in given.keys() - NEW_ON_RESUME if given[k] != saved.get(k))
         if fixed:
@@ -152,8 +152,10 @@ def settle(argv):
     if args.arch == "xl":  # the official release's model: its four differences, the segments of the preset
         args.rel_lags = args.obs_attend = args.official_init = True
         args.segment = XL[preset]["segment"] if args.segment is None else args.segment
-        args.mem_len = XL[preset]["mem_len"] if args.mem_len is None else args.mem_len
+        args.mem_len = (XL[preset]["mem_len"] if args.segment else 0) if args.mem_len is None else args.mem_len
     args.segment, args.mem_len = args.segment or 0, args.mem_len or 0
+    if args.segment and "context" in given:
+        die(f"--context {given['context']}: with segments a prediction sees its segment and --mem_len; give those")
     check(args, cuda)
     dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))
     args.dtype = dtype if args.dtype == "auto" else args.dtype
@@ -199,7 +201,9 @@ def check(args, cuda):
             "never reach --lr")
     if args.segment < 0 or args.mem_len < 0:
         die(f"--segment and --mem_len must be counts >= 0 (got {args.segment}, {args.mem_len})")
-    if args.segment and args.tem_t:
+    if args.mem_len and not args.segment:
+        die(f"--mem_len {args.mem_len} needs --segment: a memory is of the segments before")
+    if args.tem_t and (args.segment or args.arch == "xl"):
         die("--tem_t has no segment memory: use it without --segment and --arch xl")
     if args.d_model % args.n_head:
         die(f"--n_head {args.n_head} must divide --d_model {args.d_model}")
