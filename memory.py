@@ -1,9 +1,9 @@
 """
 Working- and reference-memory error of any predictor on walks of the task: the walks (with the
-maps walked on), the model run over walks of any length (its predictions and, on request, its
-units' activity), error rates with standard errors that treat walks as clusters, and TEM-t's
-loop-closure probe; and the ideal observer, the best any predictor can do with the model's
-context. analyze.py measures the model with them; tests measure predictors whose errors are known
+maps walked on), the model's units read by forward hooks (activity), the model run over walks of
+any length (its predictions and, on request, those units), error rates with standard errors that
+treat walks as clusters, and TEM-t's loop-closure probe; and the ideal observer, the best any
+predictor can do with what the model sees. analyze.py measures the model with them; tests measure predictors whose errors are known
 by construction.
 """
 
@@ -21,6 +21,55 @@ def draw_walks(env, batch, steps, gen, novel=False, map_id=None):
     maps = (torch.randint(env.n_obs, (batch, env.n_nodes), generator=gen, device=env.device)
             if novel else env.maps[map_id])
     return maps.gather(1, pos), act, pos, maps
+
+
+def activity(model, obs, act, g0=None):
+    """(logits, rec): model's forward pass, and the internal activity of its query tokens, read by
+    forward hooks (as silencing.py's) that leave the forward as it is: "g" (B, T+1, d_rnn), the
+    position vectors (g_proj's input); "ffn" [n_layer x (B, T, d_ff)], the feed-forward neurons
+    after the activation; "att" [n_layer x (B, H, T, lag_units)], where att[..., t, k] is the weight
+    query t gives observation t-k (0 where it does not see it). The fused attention kernel never
+    forms those weights, so meanwhile attention is spelled out (Attention.spell_out): the same
+    function."""
+    B, T = obs.shape
+    S = model.cfg.segment or T  # the steps of each pass's rows: (B*K, ...) with K segments a walk
+    K, M = -(-T // S), model.cfg.mem_len if model.cfg.segment else 0
+    rec = {"ffn": []}
+
+    def per_walk(z, dim):  # (B*K, ..., S at dim, ...) -> (B, ..., T, ...): the segments of each walk joined
+        return z.unflatten(0, (B, K)).movedim(1, dim).flatten(dim, dim + 1).narrow(dim, 0, T)
+
+    def ffn(module, inputs, out):  # (B*K, 2S, d_ff), or the query tokens alone in the last block
+        rec["ffn"].append(per_walk(out[:, -S:], 1))
+
+    def g(module, inputs):  # (B*K, S+1, d_rnn): each segment's g from its start
+        rec["g"] = torch.cat([inputs[0][::K, :1], per_walk(inputs[0][:, 1:], 1)], 1)
+
+    hooks = [model.g_proj.register_forward_pre_hook(g)]
+    hooks += [block.mlp.act.register_forward_hook(ffn) for block in model.blocks]
+    for block in model.blocks:
+        block.attn.spell_out = True
+    try:
+        logits = model(obs, act, g0)
+    finally:
+        for h in hooks:
+            h.remove()
+        for block in model.blocks:
+            block.attn.spell_out = False
+    rec["att"] = [per_walk(by_lag(model, block.attn.weights, M)[..., :model.lag_units], 2) for block in model.blocks]
+    for block in model.blocks:
+        block.attn.weights = None
+    return logits, rec
+
+
+def by_lag(model, att, m):
+    """The queries' attention weights on observations (B, H, n, m+n) as (B, H, n, span): [..., t, k]
+    the weight on observation t-k (0 where the query does not see it)."""
+    B, H, n, _ = att.shape
+    k = torch.arange(n, device=att.device)[:, None] + m - torch.arange(m + n, device=att.device)  # (n, m+n)
+    out = att.new_zeros(B, H, n, model.span + 1)
+    out.scatter_add_(3, k.clamp(0, model.span).expand(B, H, n, m + n), att * (k >= 0) * (k < model.span))
+    return out[..., :model.span]
 
 
 def unit_activity(rec):
@@ -47,7 +96,7 @@ def forward_chunked(model, obs, act, g0, chunk=256, record=False):
     if model.cfg.segment:
         if not record:
             return model(obs, act, g0), None
-        out, rec = model.record(obs, act, g0)
+        out, rec = activity(model, obs, act, g0)
         return out, unit_activity(rec)
     C = int((torch.arange(T) - model.reach(T)).max()) + 1 if T else 1  # the most observations a prediction sees
     chunk = max(chunk, 2 * C)
@@ -57,7 +106,7 @@ def forward_chunked(model, obs, act, g0, chunk=256, record=False):
         e = min(s + chunk, T)
         keep = 0 if s == 0 else C - 1
         if record:
-            out, rec = model.record(obs[:, s:e], act[:, s:e], g[:, s])  # (B, e-s, n_obs) and the activity
+            out, rec = activity(model, obs[:, s:e], act[:, s:e], g[:, s])  # (B, e-s, n_obs) and the activity
             units.append(unit_activity(rec)[:, keep:])
         else:
             out = model(obs[:, s:e], act[:, s:e], g[:, s])

@@ -146,7 +146,7 @@ class Attention(nn.Module):
             nn.init.normal_(self.r_w_bias, 0.0, 0.02)
             nn.init.normal_(self.r_emb, 0.0, 0.02)
         self.rel_lags = cfg.rel_lags
-        self.spell_out = False  # True (Model.record): attention spelled out and its weights kept in self.weights
+        self.spell_out = False  # True (memory.activity): attention spelled out and its weights kept in self.weights
 
     def forward(self, x, mem, pos_emb, mask, lag, queries_only=False):
         """x (B*K, 2n, d): n observation tokens, then n query tokens, of K segments of B walks (walk-major);
@@ -251,7 +251,7 @@ class Model(nn.Module):
 
     @property
     def lag_units(self):
-        """The attention lags that Model.record keeps as units: every lag of the context; with segments,
+        """The attention lags that memory.activity keeps as units: every lag of the context; with segments,
         0 to mem_len, the lags every query sees once the walk is past its first segment (a further lag
         is seen only late in a segment, so its weight would follow the segment's phase, not the place)."""
         return self.cfg.mem_len + 1 if self.cfg.segment else self.cfg.context
@@ -380,59 +380,12 @@ class Model(nn.Module):
             x = block(x, m, pos_emb, mask, lag, queries_only=i == len(self.blocks) - 1)
         return self.head(self.ln_f(x))
 
-    def record(self, obs, act, g0=None):
-        """(logits, rec): the forward pass, and the internal activity of its query tokens, read by
-        forward hooks (as silencing.py's) that leave the forward as it is: "g" (B, T+1, d_rnn), the
-        position vectors (g_proj's input); "ffn" [n_layer x (B, T, d_ff)], the feed-forward neurons
-        after the activation; "att" [n_layer x (B, H, T, lag_units)], where att[..., t, k] is the weight
-        query t gives observation t-k (0 where it does not see it). The fused attention kernel never
-        forms those weights, so meanwhile attention is spelled out (Attention.spell_out): the same
-        function."""
-        B, T = obs.shape
-        S = self.cfg.segment or T  # the steps of each pass's rows: (B*K, ...) with K segments a walk
-        K, M = -(-T // S), self.cfg.mem_len if self.cfg.segment else 0
-        rec = {"ffn": []}
-
-        def per_walk(z, dim):  # (B*K, ..., S at dim, ...) -> (B, ..., T, ...): the segments of each walk joined
-            return z.unflatten(0, (B, K)).movedim(1, dim).flatten(dim, dim + 1).narrow(dim, 0, T)
-
-        def ffn(module, inputs, out):  # (B*K, 2S, d_ff), or the query tokens alone in the last block
-            rec["ffn"].append(per_walk(out[:, -S:], 1))
-
-        def g(module, inputs):  # (B*K, S+1, d_rnn): each segment's g from its start
-            rec["g"] = torch.cat([inputs[0][::K, :1], per_walk(inputs[0][:, 1:], 1)], 1)
-
-        hooks = [self.g_proj.register_forward_pre_hook(g)]
-        hooks += [block.mlp.act.register_forward_hook(ffn) for block in self.blocks]
-        for block in self.blocks:
-            block.attn.spell_out = True
-        try:
-            logits = self(obs, act, g0)
-        finally:
-            for h in hooks:
-                h.remove()
-            for block in self.blocks:
-                block.attn.spell_out = False
-        rec["att"] = [per_walk(self.by_lag(block.attn.weights, M)[..., :self.lag_units], 2) for block in self.blocks]
-        for block in self.blocks:
-            block.attn.weights = None
-        return logits, rec
-
     def memory(self, h, K):
         """Transformer-XL's memory (mems): for each of K segments (B*K, S, d) of observation-token inputs,
         the mem_len inputs just before it, without gradient; zeros before the walk (never attended to)."""
         M, (BK, S, d) = self.cfg.mem_len, h.shape
         h = F.pad(h.detach().reshape(BK // K, K * S, d), (0, 0, M, 0))  # (B, M + K*S, d)
         return h.unfold(1, M, S)[:, :K].transpose(2, 3).reshape(BK, M, d)  # window k: steps k*S-M .. k*S-1
-
-    def by_lag(self, att, m):
-        """The queries' attention weights on observations (B, H, n, m+n) as (B, H, n, span): [..., t, k]
-        the weight on observation t-k (0 where the query does not see it)."""
-        B, H, n, _ = att.shape
-        k = torch.arange(n, device=att.device)[:, None] + m - torch.arange(m + n, device=att.device)  # (n, m+n)
-        out = att.new_zeros(B, H, n, self.span + 1)
-        out.scatter_add_(3, k.clamp(0, self.span).expand(B, H, n, m + n), att * (k >= 0) * (k < self.span))
-        return out[..., :self.span]
 
     def flops_per_step(self, batch, T):
         """Model FLOPs of one training step on `batch` walks of T predictions: forward + backward,

@@ -234,7 +234,7 @@ def test_recorded_activity_matches_the_forward_pass():
     obs, act, _, _ = walks(T=12)
     g0 = torch.randn(3, 16)
     fused = model(obs[:, :-1], act, g0)
-    logits, rec = model.record(obs[:, :-1], act, g0)
+    logits, rec = memory.activity(model, obs[:, :-1], act, g0)
     torch.testing.assert_close(logits, fused, rtol=1e-5, atol=1e-5)  # attention spelled out: the same function
     assert torch.equal(model(obs[:, :-1], act, g0), fused)  # and the hooks gone: the forward as it was
     assert rec["g"].shape == (3, 13, 16) and len(rec["ffn"]) == 2 and rec["ffn"][0].shape == (3, 12, 64)
@@ -271,7 +271,7 @@ def test_flops_per_step_matches_a_flop_counter(kind):
     model, (B, T) = tiny_model(**kind).train(), (3, 10)
     obs, act, _, _ = walks(T=T, B=B)
     with FlopCounterMode(display=False) as counter:
-        model.record(obs[:, :-1], act)[0].sum().backward()
+        memory.activity(model, obs[:, :-1], act)[0].sum().backward()
     c = model.cfg
     S, masked_pairs = c.segment or T, 0
     mask = model.visibility(S, c.mem_len if c.segment else 0, len(range(0, T, S)))[0]
@@ -1134,7 +1134,7 @@ def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
     model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
     obs, act, _, _ = env.walk(2, 10, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        _, rec = model.record(obs[:, :-1], act, torch.zeros(2, 8) + 0.1)
+        _, rec = memory.activity(model, obs[:, :-1], act, torch.zeros(2, 8) + 0.1)
     units = memory.unit_activity(rec)  # (B, T, U)
     kinds, layers, names = analyze.unit_kinds(model)
     assert units.shape[2] == len(kinds) == 2 * 32 + 2 * 2 * 4 + 8
@@ -1199,12 +1199,12 @@ def test_silencing_hook_zeroes_exactly_the_named_units():
     obs, act, _, _ = env.walk(2, 12, generator=torch.Generator().manual_seed(1))
     g0 = torch.randn(2, 8)
     with torch.no_grad():
-        base_logits, base = model.record(obs[:, :-1], act, g0)
+        base_logits, base = memory.activity(model, obs[:, :-1], act, g0)
         masks = torch.ones(2, 32)
         masks[0, [3, 17]] = 0
         masks[1, [0, 31]] = 0
         hooks = silencing.silence(model, masks)
-        logits, rec = model.record(obs[:, :-1], act, g0)
+        logits, rec = memory.activity(model, obs[:, :-1], act, g0)
         for h in hooks:
             h.remove()
         assert (rec["ffn"][0][..., [3, 17]] == 0).all() and (rec["ffn"][1][..., [0, 31]] == 0).all()
@@ -1212,7 +1212,7 @@ def test_silencing_hook_zeroes_exactly_the_named_units():
         keep = masks[0].bool()
         assert torch.equal(rec["ffn"][0][..., keep], base["ffn"][0][..., keep])  # layer 0: nothing else moved
         assert not torch.allclose(logits, base_logits)
-        assert torch.equal(model.record(obs[:, :-1], act, g0)[0], base_logits)  # removed: back to normal
+        assert torch.equal(memory.activity(model, obs[:, :-1], act, g0)[0], base_logits)  # removed: back to normal
 
 
 # ---- loop closure
@@ -1727,7 +1727,7 @@ def test_xl_attention_units_are_the_lags_every_query_sees():
     model = xl_model(segment=4, mem_len=4)
     obs, act, _, _ = walks(T=12)
     with torch.no_grad():
-        logits, rec = model.record(obs[:, :-1], act)
+        logits, rec = memory.activity(model, obs[:, :-1], act)
         torch.testing.assert_close(logits, model(obs[:, :-1], act, rec["g"][:, 0]), rtol=1e-5, atol=1e-5)
     assert model.lag_units == 5 and rec["att"][0].shape == (3, 2, 12, 5)
     assert (rec["att"][0][:, :, 4:] > 0).all()  # past the first segment every unit's lag is seen
