@@ -168,7 +168,8 @@ class Attention(nn.Module):
         # An observation token that attends to itself alone needs no attention: its softmax is 1, its output
         # its own value. Then (and in the last block, whose observation outputs nobody reads) only the
         # query tokens' rows are computed.
-        rows = slice(0, N) if self.obs_attend and not queries_only else slice(n, N)
+        every_row = self.obs_attend and not queries_only  # observation tokens attend too
+        rows = slice(0, N) if every_row else slice(n, N)
         q, mask, lag = q[..., rows, :], mask[..., rows, :], lag[rows]
         if K > 1:
             mask = mask[:, None]  # (K, 1, rows, keys), against (B, K, H, rows, keys)
@@ -185,7 +186,7 @@ class Attention(nn.Module):
             if self.spell_out:  # the queries' weights on the observations, (B*K, H, n, m+n)
                 self.weights = att[..., -n:, :m + n].reshape(BK, H, n, m + n)
             y = att @ v
-        if rows.start == n and not queries_only:  # observation tokens get their own values
+        if not every_row and not queries_only:  # observation tokens get their own values
             y = torch.cat([v[..., m:m + n, :], y], -2)  # (B, K, H, 2n, hd)
         y = y.reshape(BK, H, -1, hd).transpose(1, 2).reshape(BK, -1, d)
         return self.dropout(self.proj(y))
