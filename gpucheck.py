@@ -54,7 +54,8 @@ def parse_args(argv):
                                             "a minute on a CPU, where the GPU steps are skipped")
     add("--out", default="gpucheck_out", help="the folder for everything it writes (default: %(default)s)")
     add("--train_s", type=float, help="wall time of each training from its launch, compilation included; then "
-                                      "SIGINT, and train.py saves and exits (default: 360; --tiny: 30)")
+                                      "SIGINT, and train.py saves and exits (default: 360; --tiny: 90, time to "
+                                      "finish on a busy CPU)")
     add("--eval_interval", type=int, help="steps between the trainings' log rows (default: 250, a row every 20 s or "
                                           "so with three paper-preset runs on an H100; --tiny: 10)")
     add("--bench_steps", type=int, help="timed steps of each benchmark run (default: 10; --tiny: 2)")
@@ -62,7 +63,7 @@ def parse_args(argv):
     add("--bench_s", type=float, default=120, help="time limit of each benchmark run, in s (default: %(default)s)")
     add("--skip", default="", help=f"steps to leave out, comma-separated: {', '.join(STEPS)} (default: none)")
     args = p.parse_args(argv)
-    args.train_s = args.train_s if args.train_s is not None else 30 if args.tiny else 360
+    args.train_s = args.train_s if args.train_s is not None else 90 if args.tiny else 360
     args.eval_interval = args.eval_interval or (10 if args.tiny else 250)
     args.bench_steps = args.bench_steps or (2 if args.tiny else 10)
     args.skip = [s for s in args.skip.split(",") if s]
