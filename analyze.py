@@ -362,6 +362,13 @@ def summary(m, n_layer):
     for kind, name in (("ffn", "FFN"), ("att", "attention"), ("g", "g")):
         print(f"  {name}: silent {m[kind + '_silent_fraction']:.1%}, unstable {m[kind + '_unstable_fraction']:.1%} "
               f"of units x maps (scored 0); mean split-half r {m[kind + '_stability_mean']:.2f}")
+    speed = ", ".join(f"RM <= {t:g} at step {m[f'steps_to_rm_{t:g}']} ({m[f'seconds_to_rm_{t:g}']:.0f} s)"
+                      if m[f"steps_to_rm_{t:g}"] is not None else f"RM <= {t:g} not reached" for t in compare.RM_THRESHOLDS)
+    flat = compare.at_plateau(m)
+    if flat is not None:
+        speed += (f"; over the last quarter RM fell {m['rm_fall_last_quarter']:.3f} ± {m['rm_fall_last_quarter_se']:.3f}: "
+                  + ("at its plateau" if flat else f"still learning (more than {compare.PLATEAU_SE} SE)"))
+    print(f"  learning, from log.csv: {speed}")
     print(f"  loop closure accuracy: familiar {num('loop_closure_accuracy')}, "
           f"novel {num('novel_loop_closure_accuracy')}")
     for fraction in silencing.FRACTIONS:

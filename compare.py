@@ -33,7 +33,8 @@ SEGMENTED = ("official_wm_error", "official_rm_error")  # the official split too
 RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
                "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
                "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
-               "ffn_token_cell_fraction": "ffn_tc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
+               "ffn_token_cell_fraction": "ffn_tc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop",
+               "rm_fall_last_quarter": "rm_fall_q4"}
 
 
 die = partial(cli.die, "compare.py")  # bad input: one line on stderr, exit status 2
@@ -47,12 +48,13 @@ def learning_speed(log):
     each of RM_THRESHOLDS, the first logged step, and the seconds of training until it, at which the
     familiar RM error was at or below it (None: not reached); and rm_auc, the area under the RM
     curve (trapezoids over the logged steps) over the steps it spans: the mean RM error over
-    training, lower for a run that learned sooner."""
+    training, lower for a run that learned sooner; and plateau(log), whether it still learns."""
     out = {}
     for threshold in RM_THRESHOLDS:
         hit = np.flatnonzero(log["rm_error"] <= threshold) if log is not None else []
         out[f"steps_to_rm_{threshold:g}"] = int(log["step"][hit[0]]) if len(hit) else None
         out[f"seconds_to_rm_{threshold:g}"] = float(log["elapsed_s"][hit[0]]) if len(hit) else None
+    out.update(plateau(log))
     if log is None:
         out["rm_auc"] = None
     elif len(log["step"]) == 1:
@@ -61,6 +63,38 @@ def learning_speed(log):
         step, rm = log["step"], log["rm_error"]
         out["rm_auc"] = float(((rm[1:] + rm[:-1]) / 2 * np.diff(step)).sum() / (step[-1] - step[0]))
     return out
+
+
+PLATEAU_SE = 2  # a run is at its plateau when its RM fell over the last quarter by no more than this many SE
+
+
+def plateau(log):
+    """Whether a run has stopped learning, from its training log (None: no log): rm_fall_last_quarter,
+    how far familiar RM error fell over the last quarter of the logged steps (the slope of the
+    least-squares line through the logged points there, times the quarter's steps; < 0: it rose),
+    and rm_fall_last_quarter_se, its standard error from the points' scatter about the line (None
+    below three points). The run is at its plateau when the fall is within PLATEAU_SE of them."""
+    out = dict.fromkeys(("rm_fall_last_quarter", "rm_fall_last_quarter_se"))
+    if log is None:
+        return out
+    step, rm = log["step"], log["rm_error"]
+    last = step >= step[-1] * 0.75
+    x, y = step[last], rm[last]
+    if len(x) < 3:
+        return out
+    dx = x - x.mean()
+    slope = (dx * (y - y.mean())).sum() / (dx ** 2).sum()
+    residual = y - y.mean() - slope * dx
+    slope_se = math.sqrt((residual ** 2).sum() / (len(x) - 2) / (dx ** 2).sum())
+    quarter = step[-1] * 0.25
+    return dict(rm_fall_last_quarter=float(-slope * quarter), rm_fall_last_quarter_se=float(slope_se * quarter))
+
+
+def at_plateau(m):
+    """True, False, or None (not known) for a run's metrics: its RM fell by no more than PLATEAU_SE
+    standard errors over the last quarter of its steps."""
+    fall, se = m.get("rm_fall_last_quarter"), m.get("rm_fall_last_quarter_se")
+    return None if fall is None or se is None else fall <= PLATEAU_SE * se
 
 
 def mean_se(runs, key):
@@ -97,6 +131,7 @@ def seed_table(runs):
                    num_maps=args["num_maps"], seeds=len(rs))
         for k in SUMMARY + SEGMENTED * ("official_rm_error" in rs[0]["metrics"]):
             row[k], row[k + "_se"] = mean_se(rs, k)
+        row["at_plateau"] = sum(at_plateau(r["metrics"]) is True for r in rs)
         for threshold in RM_THRESHOLDS:  # over the seeds that got there; how many did
             reached = [r for r in rs if r["metrics"].get(f"steps_to_rm_{threshold:g}") is not None]
             row[f"reached_rm_{threshold:g}"] = len(reached)
@@ -116,16 +151,17 @@ def csv_text(rows):
 
 
 def number(v):
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 def print_tables(runs, summary_rows, chance):
     """One line per run, then one per setting with mean ± SE over seeds."""
-    rows = [["run"] + list(RUN_COLUMNS.values())]
+    rows = [["run"] + list(RUN_COLUMNS.values()) + [f"fall <= {PLATEAU_SE} SE"]]
     for r in runs:  # alpha and beta shape only NMDA
         m = r["metrics"]
+        flat = {True: "plateau", False: "learning", None: "?"}[at_plateau(m)]
         rows.append([r["dir"]] + ["-" if c in ("alpha", "beta") and m["act"] != "nmda" else number(m[c])
-                                  for c in RUN_COLUMNS])
+                                  for c in RUN_COLUMNS] + [flat])
     width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
     print(f"\nmean ± standard error over seeds (chance {chance:.3f}):")
@@ -136,9 +172,11 @@ def print_tables(runs, summary_rows, chance):
         cells = [f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}" for k in SUMMARY[:7]]
         print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(cells))
     print("\nlearning speed, from each run's log.csv: the step at which familiar RM error first reached a "
-          "threshold (mean ± SE over the seeds that reached it), and the mean RM error over training (rm_auc):")
+          "threshold (mean ± SE over the seeds that reached it), the mean RM error over training (rm_auc), "
+          f"and the seeds at their plateau (RM fell by at most {PLATEAU_SE} SE over the last quarter):")
     print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{'to RM <= ' + format(t, 'g'):>22}"
-                                                                       for t in RM_THRESHOLDS) + f"  {'rm_auc':>15}")
+                                                                       for t in RM_THRESHOLDS)
+          + f"  {'rm_auc':>15}  {'at plateau':>10}")
     for r in summary_rows:
         alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"
         cells = []
@@ -148,7 +186,7 @@ def print_tables(runs, summary_rows, chance):
             cells.append(f"{r[k]:.0f}{spread} ({n}/{r['seeds']})" if n else f"not reached (0/{r['seeds']})")
         auc = f"{r['rm_auc']:7.3f} ± {r['rm_auc_se']:.3f}" if r["seeds"] > 1 else f"{r['rm_auc']:15.3f}"
         print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(f"{x:>22}" for x in cells)
-              + f"  {auc}")
+              + f"  {auc}  {str(r['at_plateau']) + ' of ' + str(r['seeds']):>10}")
 
 
 def compare(runs, out, figures=True):
@@ -341,6 +379,8 @@ def load(run_dir):
             m = json.load(f)
         args = m.pop("args")
         assert isinstance(args, dict)
+        if "rm_fall_last_quarter" not in m:  # a metrics.json from before plateau(): from the run's log
+            m.update(plateau(plots.read_log(os.path.join(run_dir, "log.csv"))))
         missing = [k for k in dict.fromkeys(("chance", *SUMMARY, *RUN_COLUMNS)) if k not in m]
         assert not missing, f"it lacks {', '.join(missing[:3])}"
     except FileNotFoundError:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1301,6 +1302,24 @@ def test_learning_speed_of_a_known_curve():
     assert compare.learning_speed(None) == dict.fromkeys(flat)  # no log: every figure None
 
 
+def test_plateau_of_known_curves():
+    step = np.arange(100.0, 4001, 100)  # the last quarter: steps 3000..4000, 11 points
+    falling = compare.plateau({"step": step, "rm_error": 0.5 - 1e-5 * step})
+    assert falling["rm_fall_last_quarter"] == pytest.approx(1e-5 * 1000)  # a line: its fall, exactly
+    assert falling["rm_fall_last_quarter_se"] == pytest.approx(0, abs=1e-12)
+    assert compare.at_plateau(falling) is False
+    # flat but noisy, a pattern symmetric about the quarter's middle: no slope, and scatter about it
+    wiggle = np.where(np.arange(40) % 2 == 0, 0.01, -0.01)
+    wiggle[29:] = np.r_[wiggle[29:35], wiggle[29:34][::-1]]  # steps 3000..4000 mirror about 3500
+    flat = compare.plateau({"step": step, "rm_error": 0.2 + wiggle})
+    assert flat["rm_fall_last_quarter"] == pytest.approx(0, abs=1e-12) and flat["rm_fall_last_quarter_se"] > 0.001
+    assert compare.at_plateau(flat) is True
+    rising = compare.plateau({"step": step, "rm_error": 0.2 + 1e-5 * step})
+    assert rising["rm_fall_last_quarter"] < 0 and compare.at_plateau(rising) is True  # rose: not learning more
+    short = compare.plateau({"step": np.array([100.0, 200]), "rm_error": np.array([0.5, 0.4])})
+    assert compare.at_plateau(short) is None and compare.plateau(None)["rm_fall_last_quarter"] is None
+
+
 def test_mean_se_over_seeds_and_pearson_r_on_known_values():
     runs = [{"metrics": {"rm_error": v}} for v in (1.0, 2.0, 3.0)]
     assert compare.mean_se(runs, "rm_error") == (2.0, pytest.approx(1 / math.sqrt(3)))  # sd 1 over sqrt 3
@@ -1345,7 +1364,8 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys, axes_wit
             "novel_rm_error", "novel_rm_error_se", "ffn_place_cell_fraction", "ffn_place_cell_fraction_layer0",
             "ffn_place_cell_fraction_layer1", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean",
             "loop_closure_accuracy", "novel_loop_closure_accuracy", "silence_none_rm_error",
-            "silence_25pct_place_rm_error", "silence_25pct_random_rm_error", "silence_1pct_k"]
+            "silence_25pct_place_rm_error", "silence_25pct_random_rm_error", "silence_1pct_k",
+            "rm_fall_last_quarter", "rm_fall_last_quarter_se"]
     assert set(keys) <= m.keys()
     assert 0 <= m["rm_error"] <= 1 and m["wm_steps"] + m["rm_steps"] == m["walks"] * m["walk_len"]
     assert m["silence_1pct_k"] == 1 and m["silence_25pct_k"] == 32  # of 2 x 64 FFN neurons
@@ -1368,6 +1388,14 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys, axes_wit
     # compare.py alone redraws the comparison from the metrics.json files, with the same numbers
     compare.main([a, b, "--out", str(tmp_path / "again"), "--no_figures"])
     assert open(tmp_path / "again" / "summary.csv").read() == open(tmp_path / "summary.csv").read()
+    # a metrics.json from before the plateau figures: compare.py takes them from the run's log
+    older = tmp_path / "older"
+    older.mkdir()
+    shutil.copy(os.path.join(a, "log.csv"), older)
+    json.dump({k: v for k, v in m.items() if not k.startswith("rm_fall")} | {"args": m["args"]},
+              open(older / "metrics.json", "w"))
+    got = compare.load(str(older))["metrics"]
+    assert (got["rm_fall_last_quarter"], got["rm_fall_last_quarter_se"]) == (m["rm_fall_last_quarter"], m["rm_fall_last_quarter_se"])
     # A second comparison reads the metrics back instead of recomputing them, unless the flags differ.
     analyze.main([a, b, "--quick", "--out", str(tmp_path), "--no_figures"])
     assert capsys.readouterr().out.count("read back") == 2
