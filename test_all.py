@@ -1760,3 +1760,11 @@ def test_xl_attention_units_are_the_lags_every_query_sees():
     assert model.lag_units == 5 and rec["att"][0].shape == (3, 2, 12, 5)
     assert (rec["att"][0][:, :, 4:] > 0).all()  # past the first segment every unit's lag is seen
     assert rec["ffn"][1].shape == (3, 12, 64) and rec["g"].shape == (3, 13, 16)
+
+
+def test_the_xl_study_tables_come_out_of_the_committed_logs():
+    # RESULTS.md's xl tables are this script's output, from assets/ alone
+    out = subprocess.run([sys.executable, os.path.join("assets", "xl_study.py")], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| NMDA α = 10 | xl (" in out.stdout and "Ablation, N = 8" in out.stdout and "Seconds of training" in out.stdout
