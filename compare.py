@@ -33,8 +33,7 @@ SEGMENTED = ("official_wm_error", "official_rm_error")  # the official split too
 RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
                "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
                "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
-               "ffn_token_cell_fraction": "ffn_tc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop",
-               "rm_fall_last_quarter": "rm_fall_q4"}
+               "ffn_token_cell_fraction": "ffn_tc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
 
 
 die = partial(cli.die, "compare.py")  # bad input: one line on stderr, exit status 2
@@ -156,12 +155,12 @@ def number(v):
 
 def print_tables(runs, summary_rows, chance):
     """One line per run, then one per setting with mean ± SE over seeds."""
-    rows = [["run"] + list(RUN_COLUMNS.values()) + [f"fall <= {PLATEAU_SE} SE"]]
+    rows = [["run"] + list(RUN_COLUMNS.values()) + ["rm_fall_q4", f"fall <= {PLATEAU_SE} SE"]]
     for r in runs:  # alpha and beta shape only NMDA
         m = r["metrics"]
         flat = {True: "plateau", False: "learning", None: "?"}[at_plateau(m)]
         rows.append([r["dir"]] + ["-" if c in ("alpha", "beta") and m["act"] != "nmda" else number(m[c])
-                                  for c in RUN_COLUMNS] + [flat])
+                                  for c in RUN_COLUMNS] + [number(m["rm_fall_last_quarter"]), flat])
     width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
     print(f"\nmean ± standard error over seeds (chance {chance:.3f}):")
@@ -379,10 +378,10 @@ def load(run_dir):
             m = json.load(f)
         args = m.pop("args")
         assert isinstance(args, dict)
-        if "rm_fall_last_quarter" not in m:  # a metrics.json from before plateau(): from the run's log
-            m.update(plateau(plots.read_log(os.path.join(run_dir, "log.csv"))))
         missing = [k for k in dict.fromkeys(("chance", *SUMMARY, *RUN_COLUMNS)) if k not in m]
         assert not missing, f"it lacks {', '.join(missing[:3])}"
+        if "rm_fall_last_quarter" not in m:  # a metrics.json from before plateau(): from the run's log
+            m.update(plateau(plots.read_log(os.path.join(run_dir, "log.csv"))))
     except FileNotFoundError:
         die(f"{path}: no such file (python analyze.py {run_dir} writes it)")
     except (OSError, ValueError, KeyError, AttributeError, AssertionError) as e:
