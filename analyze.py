@@ -368,7 +368,7 @@ def summary(m, n_layer):
     if flat is not None:
         speed += (f"; over the last quarter RM fell {m['rm_fall_last_quarter']:.3f} ± {m['rm_fall_last_quarter_se']:.3f}: "
                   + ("at its plateau" if flat else f"still learning (more than {compare.PLATEAU_SE} SE)"))
-    print(f"  learning, from log.csv: {speed}")
+    print(f"  learning, from log.csv: {speed}" if m["rm_auc"] is not None else "  learning: no log.csv beside the checkpoint")
     print(f"  loop closure accuracy: familiar {num('loop_closure_accuracy')}, "
           f"novel {num('novel_loop_closure_accuracy')}")
     for fraction in silencing.FRACTIONS:

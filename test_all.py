@@ -1396,6 +1396,12 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys, axes_wit
               open(older / "metrics.json", "w"))
     got = compare.load(str(older))["metrics"]
     assert (got["rm_fall_last_quarter"], got["rm_fall_last_quarter_se"]) == (m["rm_fall_last_quarter"], m["rm_fall_last_quarter_se"])
+    capsys.readouterr()
+    analyze.summary(m, 2)  # learning speed and plateau from the log, and none made up without one
+    analyze.summary({**m, **compare.learning_speed(None)}, 2)
+    with_log, without = capsys.readouterr().out.split(m["run"] + ":")[1:]
+    assert "learning, from log.csv: RM <= 0.5" in with_log  # (two logged steps: no plateau to judge)
+    assert "no log.csv" in without and "not reached" not in without
     # A second comparison reads the metrics back instead of recomputing them, unless the flags differ.
     analyze.main([a, b, "--quick", "--out", str(tmp_path), "--no_figures"])
     assert capsys.readouterr().out.count("read back") == 2
