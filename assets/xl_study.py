@@ -140,10 +140,11 @@ if long:
 # Plateau, run by run, and the seconds of training
 every = {**main, **xl_runs("abl_"), **long}
 learning = {n: m for n, m in every.items() if compare.at_plateau(m) is False}
+falls = sorted(m["rm_fall_last_quarter"] / m["rm_fall_last_quarter_se"] for m in learning.values())
 print(f"\nAt plateau (RM fell by at most {compare.PLATEAU_SE} SE over the last quarter): "
-      f"{len(every) - len(learning)} of {len(every)} runs; still learning:")
-for n, m in learning.items():
-    print(f"  {n}: {m['rm_fall_last_quarter']:.3f} ± {m['rm_fall_last_quarter_se']:.3f}")
+      f"{len(every) - len(learning)} of {len(every)} runs ({', '.join(sorted(set(every) - set(learning))) or 'none'}); "
+      f"the others' RM fell by {min(m['rm_fall_last_quarter'] for m in learning.values()):.3f} to "
+      f"{max(m['rm_fall_last_quarter'] for m in learning.values()):.3f}, {falls[0]:.1f} to {falls[-1]:.1f} SE")
 seconds = {n: plots.read_log(os.path.join(LOGS, n + ".csv"))["elapsed_s"][-1] for n in every}
 print(f"\nSeconds of training, summed over the {len(every)} runs: {sum(seconds.values()):,.0f} "
       f"({sum(seconds.values()) / 3600:.1f} h of one thread; two at a time, {sum(seconds.values()) / 7200:.1f} h of the machine)")
