@@ -114,7 +114,7 @@ for name, m in xl_runs("abl_").items():
 columns = [("tem", "TEM-t"), ("rel", "`--rel_lags`"), ("obs", "`--obs_attend`"), ("seg", "`--segment 8 --mem_len 8`"),
            ("init", "`--official_init`"), ("xl", "xl, all four")]
 # follow-ups of the segments (seed 0, α = 10): with one more difference, and xl without them
-FOLLOW_UPS = {"segobs": "segments + `--obs_attend`", "seginit": "segments + `--official_init`",
+FOLLOW_UPS = {"segobs": "segments + `--obs_attend`", "seginit": "segments + `--official_init`", "segrel": "segments + `--rel_lags`",
               "xlnoseg": "xl without segments"}
 extra = [(w, FOLLOW_UPS.get(w, f"`{w}`")) for w in sorted({w for w, _ in abl} - {c for c, _ in columns})]
 print("\nAblation, N = 8: familiar RM (familiar WM), mean ± SE over seeds [runs]")
