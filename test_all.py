@@ -1774,3 +1774,7 @@ def test_the_xl_study_tables_come_out_of_the_committed_logs():
                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=120)
     assert out.returncode == 0, out.stderr
     assert "| NMDA α = 10 | xl (" in out.stdout and "Ablation, N = 8" in out.stdout and "Seconds of training" in out.stdout
+    results = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"), encoding="utf-8").read()
+    rows = [line for line in results[results.index("### The study under the xl model"):].splitlines() if line.startswith("| ")]
+    printed = set(out.stdout.splitlines())
+    assert len(rows) > 90 and [r for r in rows if r not in printed] == []  # every row of those sections, as printed
