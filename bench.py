@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import cli
 from cli import PRESETS, XL
-from env import Batches, GridWorld
+from env import Batches, GridWorld, TaskConfig
 import gpu
 from model import Model, ModelConfig
 
@@ -81,7 +81,7 @@ def main(argv=None):
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
     scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # as train.py's step
     torch.manual_seed(0)
-    env = GridWorld(preset["size"], preset["n_obs"], preset["num_maps"], device=device)
+    env = GridWorld(TaskConfig(**{f.name: preset[f.name] for f in fields(TaskConfig) if f.name in preset}), device)
     cfg = ModelConfig(**{f.name: preset[f.name] for f in fields(ModelConfig) if f.name in preset})
     if args.arch == "xl":  # train.py's --arch xl
         cfg = replace(cfg, rel_lags=True, obs_attend=True, official_init=True, **XL[args.preset])

@@ -6,12 +6,18 @@ One such assignment is a map. N familiar maps are drawn once from the seed and k
 run (reference memory can learn them); novel maps are drawn fresh for every walk from the walk's
 random stream and never trained on.
 
-A random walk moves at every step to a node drawn uniformly from {stay} + grid neighbours, so a
-corner stays with probability 1/3, an edge node 1/4, an interior node 1/5. With n_actions = 4
-there is no "stay" and the move is uniform over the neighbours.
+A random walk moves at every step along one of the legal moves, drawn with the weights of its rule
+(WALKS). The paper's rule, "uniform", draws uniformly from {stay} + grid neighbours, so a corner
+stays with probability 1/3, an edge node 1/4, an interior node 1/5. With n_actions = 4 there is no
+"stay" and the move is uniform over the neighbours.
 
 Node index = row * size + column; row 0 is the top (north) row.
+
+TaskConfig holds every setting of the task. train.py makes a flag of each field and saves the
+config whole in ckpt.pt; analyze.py, memory.py and bench.py build the task from it alone.
 """
+
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,38 +25,70 @@ import torch
 MOVES = ((0, 0), (0, 1), (1, 0), (-1, 0), (0, -1))
 ACTION_NAMES = ("stay", "east", "south", "north", "west")
 
+# The walk's rules: a rule gives each move at each node its weight, (n_nodes, n_actions), and a
+# move is drawn with probability weight / (sum of the node's weights). A weight must be 0 where the
+# move leaves the grid (env.next_node < 0). The ideal observer (memory.py) reads the same weights.
+WALKS = {
+    "uniform": lambda env: (env.next_node >= 0).float(),  # every legal move alike: the paper's walk
+}
+
+
+def setting(default, help, **flag):
+    """A field of TaskConfig: its default, and the help (and argparse options) of its flag in train.py."""
+    return field(default=default, metadata=dict(help=help, **flag))
+
+
+@dataclass
+class TaskConfig:
+    """The task's settings, the paper's by default. A field added here becomes a flag of train.py,
+    is saved in every checkpoint and reaches the analysis. Its default must be what runs did before
+    it existed: checkpoints made before it are read with the default."""
+    size: int = setting(11, "grid side length L")
+    n_obs: int = setting(10, "number of sensory tokens")
+    num_maps: int = setting(32, "number of familiar maps N")
+    n_actions: int = setting(5, "5: stay + 4 moves; 4: moves only", choices=[4, 5])
+    walk: str = setting("uniform", "the walk's rule, a name in env.WALKS: " + ", ".join(WALKS))
+    seed: int = setting(0, "seed of the familiar maps (train.py: also of the walks and the weights)")
+
+    def __post_init__(self):
+        """Every setting in its range; the message starts with the setting's name."""
+        for name, ok, allowed in (("size", self.size >= 2, "at least 2: a grid of 1 node has nowhere to go"),
+                                  ("n_obs", self.n_obs >= 2, "at least 2"), ("num_maps", self.num_maps >= 1, "at least 1"),
+                                  ("n_actions", self.n_actions in (4, 5), "4 or 5"),
+                                  ("walk", self.walk in WALKS, f"one of {', '.join(WALKS)}")):
+            if not ok:
+                raise ValueError(f"{name} must be {allowed} (got {getattr(self, name)!r})")
+
 
 class GridWorld:
-    def __init__(self, size=11, n_obs=10, num_maps=32, n_actions=5, seed=0, device="cpu"):
-        if size < 2:
-            raise ValueError(f"size must be >= 2, got {size}")
-        if n_obs < 2:
-            raise ValueError(f"n_obs must be >= 2, got {n_obs}")
-        if num_maps < 1:
-            raise ValueError(f"num_maps must be >= 1, got {num_maps}")
-        if n_actions not in (4, 5):
-            raise ValueError(f"n_actions must be 4 or 5, got {n_actions}")
-        self.size, self.n_obs, self.num_maps, self.n_actions = size, n_obs, num_maps, n_actions
-        self.n_nodes = size * size
+    def __init__(self, cfg=None, device="cpu"):
+        cfg = cfg or TaskConfig()
+        self.cfg = cfg
+        self.size, self.n_obs, self.num_maps, self.n_actions = cfg.size, cfg.n_obs, cfg.num_maps, cfg.n_actions
+        self.n_nodes = cfg.size * cfg.size
         self.device = torch.device(device)
-        self.action_names = ACTION_NAMES[5 - n_actions:]
-        self.moves = MOVES[5 - n_actions:]  # (d_row, d_col) of each action index
+        self.action_names = ACTION_NAMES[5 - cfg.n_actions:]
+        self.moves = MOVES[5 - cfg.n_actions:]  # (d_row, d_col) of each action index
 
-        # The familiar maps: a pure function of the seed, so a checkpoint's args rebuild them.
-        g = torch.Generator().manual_seed(seed)
-        self.maps = torch.randint(n_obs, (num_maps, self.n_nodes), generator=g).to(self.device)
+        # The familiar maps: a pure function of the seed, so a checkpoint's config rebuilds them.
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.maps = torch.randint(cfg.n_obs, (cfg.num_maps, self.n_nodes), generator=g).to(self.device)
 
         # next_node[node, action] = the node the action leads to, or -1 where it leaves the grid.
-        row, col = torch.arange(self.n_nodes) // size, torch.arange(self.n_nodes) % size
+        row, col = torch.arange(self.n_nodes) // cfg.size, torch.arange(self.n_nodes) % cfg.size
         nxt = []
         for dr, dc in self.moves:
             r, c = row + dr, col + dc
-            inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
-            nxt.append(torch.where(inside, r * size + c, -1))
+            inside = (r >= 0) & (r < cfg.size) & (c >= 0) & (c < cfg.size)
+            nxt.append(torch.where(inside, r * cfg.size + c, -1))
         self.next_node = torch.stack(nxt, 1).to(self.device)  # (n_nodes, n_actions)
+        # the weight of each move at each node, from the walk's rule: 0 where it leaves the grid
+        self.move_weights = WALKS[cfg.walk](self).float().to(self.device)  # (n_nodes, n_actions)
+        if ((self.move_weights > 0) & (self.next_node < 0)).any() or not (self.move_weights.sum(1) > 0).all():
+            raise ValueError(f"walk {cfg.walk!r}: a rule must weigh no move off the grid, and some move at every node")
 
         # The default stream of walks (training); pass your own generator for anything else.
-        self.generator = torch.Generator(self.device).manual_seed(seed + 1)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
 
     def walk(self, batch, steps, novel=False, map_id=None, generator=None):
         """Random walks of `steps` moves, all batch elements at once.
@@ -71,13 +109,17 @@ class GridWorld:
             maps = self.maps[map_id]  # (B, n_nodes)
         pos = torch.empty(batch, steps + 1, dtype=torch.long, device=dev)
         pos[:, 0] = torch.randint(self.n_nodes, (batch,), generator=g, device=dev)
-        # The arg-max of i.i.d. uniforms over the legal moves is a uniform draw among them.
+        # A weighted draw (Efraimidis & Spirakis 2006): the move of largest u ** (1 / weight), u uniform
+        # in [0, 1), is move i with probability weight_i / sum(weights). With equal weights it is the
+        # arg-max of u; u itself stands where the weight is 1, so that the uniform walk is bit for bit
+        # the same on any device, whatever its pow rounds.
         u = torch.rand(batch, steps, self.n_actions, generator=g, device=dev)
         act = torch.empty(batch, steps, dtype=torch.long, device=dev)
         for t in range(steps):  # a loop over time, never over the batch
-            options = self.next_node[pos[:, t]]  # (B, n_actions)
-            act[:, t] = u[:, t].masked_fill(options < 0, -1.0).argmax(-1)
-            pos[:, t + 1] = options.gather(1, act[:, t, None]).squeeze(1)
+            w = self.move_weights[pos[:, t]]  # (B, n_actions)
+            key = torch.where(w == 1, u[:, t], u[:, t] ** (1 / w))
+            act[:, t] = key.masked_fill(w == 0, -1.0).argmax(-1)
+            pos[:, t + 1] = self.next_node[pos[:, t]].gather(1, act[:, t, None]).squeeze(1)
         obs = maps.gather(1, pos)  # (B, steps+1)
         return obs, act, pos, map_id
 

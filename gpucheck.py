@@ -231,9 +231,10 @@ def stamp(pipe, path, t0, times):
 
 
 def trim(path):
-    """Keep what analyze.py reads: the weights in bfloat16, model_config, args and step. Returns the MiB."""
+    """Keep what analyze.py reads: the weights in bfloat16, the task's and the model's settings, args and
+    step. Returns the MiB."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    keep = {k: ckpt[k] for k in ("model_config", "args", "step", "elapsed_s")}
+    keep = {k: ckpt[k] for k in ("task_config", "model_config", "args", "step", "elapsed_s")}
     keep["model"] = {k: v.bfloat16() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     torch.save(keep, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -246,8 +247,9 @@ def trainings(args, env):
     targets = {name: (target, "not measured") if name == "NMDA α = 10" else ("—", "—") for name in RUNS}
     if "train" in args.skip:
         return [row(f"training {name}", SKIPPED, *targets[name]) for name in RUNS]
-    flags = (["--preset", "small", "--max_iters", "30", "--warmup_iters", "5", "--batch_size", "16", "--walk_len", "32",
-              "--eval_walks", "32", "--compile", "off"] if args.tiny else ["--preset", "paper"])
+    flags = (["--preset", "small", "--max_iters", "10", "--warmup_iters", "2", "--batch_size", "16", "--walk_len", "32",
+              "--d_model", "32", "--d_ff", "64", "--n_head", "2", "--eval_walks", "16", "--compile", "off"]
+             if args.tiny else ["--preset", "paper"])
     flags += ["--eval_interval", str(args.eval_interval), "--overwrite"]
     runs = {}
     for name, (folder, act) in RUNS.items():
@@ -259,7 +261,8 @@ def trainings(args, env):
         r = runs[name] = dict(dir=d, t0=time.perf_counter(), times={}, stopped=False,
                               err=open(os.path.join(d, "stderr.txt"), "w"))
         r["p"] = subprocess.Popen([sys.executable, "train.py", *flags, *act, "--out_dir", d], cwd=HERE, text=True,
-                                  env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=r["err"])
+                                  env={**env, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": "1"} if args.tiny else {})},
+                                  stdout=subprocess.PIPE, stderr=r["err"])
         r["reader"] = threading.Thread(target=stamp, args=(r["p"].stdout, os.path.join(d, "stdout.txt"), r["t0"],
                                                            r["times"]), daemon=True)
         r["reader"].start()

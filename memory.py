@@ -160,29 +160,34 @@ def error_rates(predict, env, reach, walk_len, gen, novel=False, max_se=0.005, m
     return out
 
 
-def ideal_observer(env, reach):
-    """predict(obs, act, pos, maps) -> (B, T) tokens, the Bayes-optimal prediction on familiar maps for
-    an observer who knows the N maps and sees what the model sees: every action since the walk began
-    (what g integrates) and the observations its prediction sees (reach, as in first_seen). A hypothesis is a map m and a start node
-    p; its weight is the probability of the actions from p (each move uniform over the legal ones),
-    if the path stays on the grid and the observations in the window match map m along it, else 0.
-    The prediction is the token with the most weight at the target node. Its WM error is 0; its RM
-    error is the least any model that sees these observations can reach on familiar maps: the rest cannot be
-    known from the window. It knows the familiar maps alone (env.maps; the `maps` and `pos` it is
-    handed go unused): use it on familiar walks only."""
+def start_log_likelihood(env, act):
+    """For walks of actions act (B, T), each start node p of the grid: node (B, T+1, n_nodes), the node
+    at each step had the walk started at p, and log_p (B, T, n_nodes), log P(act[:, :t+1] | start p)
+    under the walk's rule (env.move_weights): -inf once the path would have left the grid (a move
+    there has weight 0; node is then clamped to the grid and means nothing)."""
     moves = torch.tensor(env.moves, device=env.device)  # (n_actions, 2): d_row, d_col
     nodes = torch.arange(env.n_nodes, device=env.device)
     start = torch.stack([nodes // env.size, nodes % env.size], 1)  # (n_nodes, 2)
-    log_options = (env.next_node >= 0).sum(1).float().log()  # (n_nodes,): log of the legal moves there
+    path = torch.cat([torch.zeros_like(moves[act[:, :1]]), moves[act].cumsum(1)], 1)  # (B, T+1, 2) from start
+    where = (start + path[:, :, None]).clamp(0, env.size - 1)  # (B, T+1, n_nodes, 2): row and column
+    node = (where * torch.tensor([env.size, 1], device=env.device)).sum(-1)
+    log_move = env.move_weights.log() - env.move_weights.sum(1, keepdim=True).log()  # (n_nodes, n_actions)
+    return node, torch.cumsum(log_move[node[:, :-1], act[:, :, None]], 1)
 
+
+def ideal_observer(env, reach):
+    """predict(obs, act, pos, maps) -> (B, T) tokens, the Bayes-optimal prediction on familiar maps for
+    an observer who knows the N maps and sees what the model sees: every action since the walk began
+    (what g integrates) and the observations its prediction sees (reach, as in first_seen). A
+    hypothesis is a map m and a start node p; its weight is the probability of the actions from p
+    under the walk's rule (start_log_likelihood), if the observations in the window match map m along
+    the path, else 0. The prediction is the token with the most weight at the target node. Its WM
+    error is 0; its RM error is the least any model that sees these observations can reach on
+    familiar maps: the rest cannot be known from the window. It knows the familiar maps alone
+    (env.maps; the `maps` and `pos` it is handed go unused): use it on familiar walks only."""
     def predict(obs, act, pos, maps):
         B, T = act.shape
-        path = torch.cat([torch.zeros_like(moves[act[:, :1]]), moves[act].cumsum(1)], 1)  # (B, T+1, 2) from start
-        where = start + path[:, :, None]  # (B, T+1, n_nodes, 2): position at each step, for each start node
-        inside = ((where >= 0) & (where < env.size)).all(-1)
-        node = (where.clamp(0, env.size - 1) * torch.tensor([env.size, 1], device=env.device)).sum(-1)
-        off_grid = torch.cumsum(~inside, 1) > 0  # (B, T+1, n_nodes): the path left the grid by step t
-        log_p = -torch.cumsum(log_options[node], 1)  # log P(act[0..t] | start), valid while on the grid
+        node, log_p = start_log_likelihood(env, act)
         mismatch = [(env.maps[:, node[:, s]] != obs[:, s, None]).int() for s in range(T)]  # (M, B, n_nodes) each
         unseen = torch.zeros_like(mismatch[0], dtype=torch.int32)  # mismatches within what step t sees
         first, lo = first_seen(reach, T), 0
@@ -192,7 +197,7 @@ def ideal_observer(env, reach):
             for s in range(lo, int(first[t])):  # observations that left the window (first never falls)
                 unseen -= mismatch[s]
             lo = max(lo, int(first[t]))
-            logw = torch.where((unseen == 0) & ~off_grid[None, :, t + 1], log_p[None, :, t], -math.inf)
+            logw = torch.where(unseen == 0, log_p[None, :, t], -math.inf)  # (M, B, n_nodes)
             w = logw.transpose(0, 1).flatten(1).softmax(1)  # (B, M * n_nodes)
             target = env.maps[:, node[:, t + 1]].transpose(0, 1).flatten(1)  # (B, M * n_nodes): the token there
             votes = torch.zeros(B, env.n_obs, device=env.device).scatter_add_(1, target, w)

@@ -27,13 +27,6 @@ def is_official(ckpt):
     return isinstance(ckpt, dict) and {"state_dict", "maps", "config"} <= set(ckpt)
 
 
-def load(path):
-    """The checkpoint as a dict; raises on a file that is truncated, not a torch file, or that names
-    anything beyond ALLOWED (code is refused, never run)."""
-    with torch.serialization.safe_globals(ALLOWED):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def settings(config):
     """(ModelConfig fields, GridWorld arguments) of an official config (OfficialConfig or dict)."""
     c = config if isinstance(config, dict) else vars(config)
@@ -98,8 +91,8 @@ def to_official(sd, n_layer):
 
 
 def as_run(ckpt):
-    """An official checkpoint as one of train.py's, for analyze.py: {model, model_config, args, step,
-    maps}. Its step counts the official optimizer steps, one per prediction: epochs x walk length."""
+    """An official checkpoint as one of train.py's, for analyze.py: {model, task_config, model_config, args,
+    step, maps}. Its step counts the official optimizer steps, one per prediction: epochs x walk length."""
     c = vars(ckpt["config"]) if not isinstance(ckpt["config"], dict) else ckpt["config"]
     model, world = settings(c)
     walk_len = c.get("walk_length", c["steps_per_epoch"] * c["tgt_len"])
@@ -109,5 +102,5 @@ def as_run(ckpt):
                          f"{c.get('batch_size', '?')}, lr {c.get('learning_rate', '?')}")
     maps = torch.as_tensor(np.asarray(ckpt["maps"]), dtype=torch.long)
     assert maps.shape == (world["num_maps"], world["size"] ** 2), f"maps of shape {tuple(maps.shape)}"
-    return dict(model=from_official(ckpt["state_dict"], model["n_layer"]), model_config=model, args=args,
-                step=c.get("training_epoch", 0) * walk_len, maps=maps)
+    return dict(model=from_official(ckpt["state_dict"], model["n_layer"]), task_config=dict(world, seed=args["seed"]),
+                model_config=model, args=args, step=c.get("training_epoch", 0) * walk_len, maps=maps)

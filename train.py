@@ -32,10 +32,11 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
+import checkpoint  # noqa: E402
 import cli  # noqa: E402
 import gpu  # noqa: E402
 from cli import PRESETS, XL  # noqa: E402  the paper's settings, and the small ones for a CPU
-from env import Batches, GridWorld, memory_counts  # noqa: E402
+from env import Batches, GridWorld, TaskConfig, memory_counts  # noqa: E402
 from model import Model, ModelConfig  # noqa: E402
 from nmda import ACTIVATIONS  # noqa: E402
 
@@ -44,8 +45,6 @@ from nmda import ACTIVATIONS  # noqa: E402
 # runs and how often it logs.
 MINE = ("device", "dtype", "compile", "out_dir", "resume", "overwrite")
 NEW_ON_RESUME = MINE + ("max_iters", "eval_interval")
-# What a checkpoint holds, all of it needed to resume the run exactly.
-RESUME_KEYS = {"model", "model_config", "args", "optimizer", "scaler", "step", "loss_sum", "n_loss", "elapsed_s", "rng"}
 
 
 die = partial(cli.die, "train.py")  # bad input: one line on stderr, exit status 2
@@ -79,9 +78,8 @@ def parser(only_given=False):
     add("--beta", type=float, default=1.0, help="NMDA beta, the steepness of the gate")
     add("--tem_t", action="store_true",
         help="TEM-t attention: q, k from the position embedding, v from the sensory half of the normalised stream")
-    add("--size", type=int, help="grid side length L")
-    add("--n_obs", type=int, help="number of sensory tokens")
-    add("--num_maps", type=int, help="number of familiar maps N")
+    for f in fields(TaskConfig):  # the task: a flag for each of its settings
+        add(f"--{f.name}", type=f.type, default=f.default, **{"help": "a task setting (env.TaskConfig)", **f.metadata})
     add("--arch", choices=["tem", "xl"], default="tem",
         help="tem: TEM-t as model.py describes it; xl: the official release's Transformer-XL, all four of "
              "--rel_lags, --obs_attend, --official_init and --segment with --mem_len, from the preset")
@@ -92,7 +90,6 @@ def parser(only_given=False):
                                     "without gradient (default: 0; with --arch xl, the preset's: paper 32, small 8)")
     add("--mem_len", type=int, help="with --segment: earlier observation tokens every token attends to "
                                     "(default: 0; with --arch xl, the preset's: paper 32, small 8)")
-    add("--n_actions", type=int, default=5, choices=[4, 5], help="5: stay + 4 moves; 4: moves only")
     add("--n_layer", type=int, help="transformer blocks")
     add("--n_head", type=int, help="attention heads")
     add("--d_model", type=int, help="token width, half position and half sensory")
@@ -103,7 +100,8 @@ def parser(only_given=False):
     add("--walk_len", type=int, help="steps per training walk; every step is a prediction")
     add("--batch_size", type=int, help="walks per optimizer step (global, over all processes)")
     add("--lr", type=float, help="Adam's peak learning rate")
-    add("--warmup_iters", type=int, help="steps of linear warm-up from 0 to --lr, at most --max_iters")
+    add("--warmup_iters", type=int, help="steps of linear warm-up from 0 to --lr, at most --max_iters; in a run "
+                                          "shorter than its preset's warm-up, a tenth of its steps")
     add("--decay", choices=["cosine", "linear", "none"],
         help="after the warm-up the rate falls to --min_lr at --max_iters along a cosine or a line, or stays")
     add("--min_lr", type=float, default=0.0, help="the rate at --max_iters")
@@ -111,7 +109,6 @@ def parser(only_given=False):
     add("--max_iters", type=int, help="optimizer steps")
     add("--eval_interval", type=int, help="steps between evaluations, log lines and checkpoints")
     add("--eval_walks", type=int, help="walks per evaluation, familiar and novel each")
-    add("--seed", type=int, default=0, help="seed of the familiar maps, the walks and the weights")
     add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1, ...")
     add("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
         help="autocast precision; auto: bfloat16 on a GPU of sm_80 or newer, float16 (loss-scaled) on older ones, "
@@ -135,8 +132,8 @@ def settle(argv):
     ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt")) if given.get("resume") else None
     saved = {}  # the checkpoint's settings
     if ckpt is not None:
-        saved = {"warmup_iters": 0, "decay": "none", **cli.BEFORE_ARCH,  # a run from before the schedule, or --arch
-                 **{k: v for k, v in ckpt["args"].items() if k not in MINE}}
+        saved = {**checkpoint.OLDER, **{k: v for k, v in ckpt["args"].items() if k not in MINE}}  # OLDER: what
+        # a run from before a setting existed did
         fixed = sorted(k for k in given.keys() - NEW_ON_RESUME if given[k] != saved.get(k))
         if fixed:
             die(f"--{fixed[0]} cannot change when resuming: {out_dir}/ckpt.pt keeps its own settings "
@@ -154,6 +151,8 @@ def settle(argv):
         args.segment = XL[preset]["segment"] if args.segment is None else args.segment
         args.mem_len = (XL[preset]["mem_len"] if args.segment else 0) if args.mem_len is None else args.mem_len
     args.segment, args.mem_len = args.segment or 0, args.mem_len or 0
+    if ckpt is None and "warmup_iters" not in given and args.warmup_iters > args.max_iters:
+        args.warmup_iters = args.max_iters // 10  # a quick run: the preset's warm-up shrinks with it
     if args.segment and "context" in given:
         die(f"--context {given['context']}: with segments a prediction sees its segment and --mem_len; give those")
     check(args, cuda)
@@ -180,8 +179,8 @@ def check(args, cuda):
     """Every setting within its range; a message names the one flag at fault and its value."""
     if args.act not in ACTIVATIONS:
         die(f"--act {args.act!r} is unknown; choose from {', '.join(ACTIVATIONS)}")
-    for k in ("size", "n_obs", "num_maps", "n_layer", "n_head", "d_model", "d_ff", "d_rnn", "context",
-              "walk_len", "batch_size", "max_iters", "eval_interval", "eval_walks"):
+    for k in ("n_layer", "n_head", "d_model", "d_ff", "d_rnn", "context", "walk_len", "batch_size", "max_iters",
+              "eval_interval", "eval_walks"):
         if getattr(args, k) < 1:
             die(f"--{k} must be a positive integer (got {getattr(args, k)})")
     for k in ("alpha", "beta", "lr", "min_lr", "dropout", "grad_clip"):
@@ -191,11 +190,14 @@ def check(args, cuda):
               ("min_lr", 0 <= args.min_lr <= args.lr, f"in [0, --lr {args.lr:g}]"),
               ("warmup_iters", args.warmup_iters >= 0, "a count >= 0"),
               ("dropout", 0 <= args.dropout < 1, "in [0, 1)"), ("grad_clip", args.grad_clip >= 0, ">= 0"),
-              ("size", args.size >= 2, "at least 2: a grid of 1 node has nowhere to go"),
-              ("n_obs", args.n_obs >= 2, "at least 2"), ("d_model", args.d_model % 2 == 0, "even")]
+              ("d_model", args.d_model % 2 == 0, "even")]
     for k, ok, allowed in ranges:
         if not ok:
             die(f"--{k} must be {allowed} (got {getattr(args, k)})")
+    try:  # the task's settings, checked by env.TaskConfig: its message starts with the setting's name
+        task_config(args)
+    except ValueError as e:
+        die(f"--{e}")
     if args.warmup_iters > args.max_iters:
         die(f"--warmup_iters {args.warmup_iters} must be at most --max_iters {args.max_iters}: the rate would "
             "never reach --lr")
@@ -219,6 +221,11 @@ def check(args, cuda):
                 f"cuda:{torch.cuda.device_count() - 1}")
 
 
+def task_config(args):
+    """The task's settings (env.TaskConfig) among the flags."""
+    return TaskConfig(**{f.name: getattr(args, f.name) for f in fields(TaskConfig)})
+
+
 def get_lr(step, args):
     """The learning rate of the optimizer step that follows `step` steps: a linear warm-up to --lr over
     --warmup_iters steps, then a fall to --min_lr at --max_iters, along half a cosine (nanoGPT's
@@ -236,17 +243,27 @@ def get_lr(step, args):
 # ---- checkpoints, evaluation, the step and the log ----------------------------------------------
 
 def load_checkpoint(path):
-    """A checkpoint of train.py, read without running any code it may carry (weights_only)."""
+    """A checkpoint of train.py that --resume can continue, read without running any code it may carry
+    (checkpoint.load); anything else ends the run with one line that says what the file is."""
     if not os.path.isfile(path):
         die(f"--resume: no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = checkpoint.load(path)
     except Exception as e:  # truncated, not a torch file, or carrying code (refused, never run)
         die(f"--resume: {path} is not a readable checkpoint of train.py ({type(e).__name__})")
-    missing = RESUME_KEYS - set(ckpt) if isinstance(ckpt, dict) else RESUME_KEYS
+    missing = sorted(checkpoint.ANALYSIS_KEYS - set(ckpt)) if isinstance(ckpt, dict) else ["model"]
     if missing:
-        die(f"--resume: {path} lacks {', '.join(sorted(missing))}: an older or trimmed checkpoint, which "
-            "analyze.py can read but --resume cannot continue")
+        die(f"--resume: {path} is not a checkpoint of train.py (it lacks {', '.join(missing)})")
+    try:
+        checkpoint.configs(ckpt)
+    except (ValueError, TypeError, KeyError) as e:
+        die(f"--resume: {path}: {' '.join(str(e).split())}")
+    if "official" in ckpt["args"]:
+        die(f"--resume: {path} is the official release's checkpoint: analyze.py reads it, --resume cannot continue it")
+    missing = sorted(checkpoint.RESUME_KEYS - set(ckpt))
+    if missing:
+        die(f"--resume: {path} holds the weights and settings alone (it lacks {', '.join(missing)}): analyze.py "
+            "reads it, --resume cannot continue it")
     if not all(isinstance(ckpt[k], dict) for k in ("model", "args", "optimizer", "rng")):
         die(f"--resume: {path} is not a checkpoint of train.py (its parts are not what train.py writes)")
     return ckpt
@@ -453,10 +470,11 @@ def train(argv, signals):
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
 
     # ---- model, optimizer and the stream of walks
+    task = task_config(args)
     cfg = ModelConfig(**{f.name: getattr(args, f.name, f.default) for f in fields(ModelConfig)})
     part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
     try:
-        env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
+        env = GridWorld(task, device)
         model = Model(cfg).to(device)  # the same initial weights in every process
         if rank:  # but each process its own dropout masks (rank 0 keeps the stream of a single process)
             torch.manual_seed(args.seed + rank)
@@ -531,7 +549,8 @@ def train(argv, signals):
                 if retire_log and os.path.exists(log_path):
                     os.remove(log_path)
                 save_checkpoint(ckpt_path, dict(
-                    model=raw_model.state_dict(), model_config=asdict(cfg), args=vars(args), step=step,
+                    model=raw_model.state_dict(), task_config=asdict(task), model_config=asdict(cfg), args=vars(args),
+                    step=step,
                     optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
                     n_loss=n_loss, elapsed_s=elapsed + time.time() - t_start,
                     rng={"device": str(device), "walks": batches.state(), "ranks": ranks}))
