@@ -198,7 +198,7 @@ class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
-        self.act = make_activation(cfg.act, cfg.alpha, cfg.beta)
+        self.act = make_activation(cfg.act, cfg.d_ff, cfg.alpha, cfg.beta)
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
 

@@ -12,6 +12,7 @@ alpha plays [Mg2+] (alpha = 0: no block, the identity), beta the steepness.
 alpha = 1, beta = 1 is exactly SiLU/Swish; alpha = 1, beta = 1.702 is close to GELU.
 """
 
+import inspect
 import math
 
 import torch
@@ -45,22 +46,34 @@ class NMDA(nn.Module):
         return f"alpha={self.alpha}, beta={self.beta}"
 
 
-# One place that maps an activation name to a module. alpha and beta only shape NMDA.
+# The activations the feed-forward layer can use (--act): each name with a function that builds its
+# module. The function's parameters say what the module is built from, among the settings `alpha`
+# and `beta` (ModelConfig's) and `width`, the layer's number of neurons (d_ff), for a module with a
+# parameter per neuron. An activation's label in compare.py's tables and figures shows the settings
+# it takes, and only those.
 ACTIVATIONS = {
     "nmda": lambda alpha, beta: NMDA(alpha, beta),
-    "gelu": lambda alpha, beta: nn.GELU(),
-    "relu": lambda alpha, beta: nn.ReLU(),
-    "swish": lambda alpha, beta: nn.SiLU(),
-    "silu": lambda alpha, beta: nn.SiLU(),
-    "linear": lambda alpha, beta: nn.Identity(),
-    "sigmoid": lambda alpha, beta: nn.Sigmoid(),
-    "tanh": lambda alpha, beta: nn.Tanh(),
-    "leaky_relu": lambda alpha, beta: nn.LeakyReLU(0.01),
-    "elu": lambda alpha, beta: nn.ELU(),
+    "gelu": lambda: nn.GELU(),
+    "relu": lambda: nn.ReLU(),
+    "swish": lambda: nn.SiLU(),
+    "silu": lambda: nn.SiLU(),
+    "linear": lambda: nn.Identity(),
+    "sigmoid": lambda: nn.Sigmoid(),
+    "tanh": lambda: nn.Tanh(),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": lambda: nn.ELU(),
 }
 
 
-def make_activation(name, alpha=1.0, beta=1.0):
+def settings_of(name):
+    """The settings activation `name` is built from, in its function's order, e.g. ('alpha', 'beta')."""
+    return tuple(p for p in inspect.signature(ACTIVATIONS[name]).parameters if p != "width")
+
+
+def make_activation(name, width, alpha=1.0, beta=1.0):
+    """The module of activation `name` for a layer of `width` neurons, built from what its entry in
+    ACTIVATIONS asks for."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name](alpha, beta)
+    build, given = ACTIVATIONS[name], dict(width=width, alpha=alpha, beta=beta)
+    return build(**{p: given[p] for p in inspect.signature(build).parameters})

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import silencing  # noqa: E402
+from nmda import ACTIVATIONS, settings_of  # noqa: E402
 
 
 def png(fig):
@@ -47,24 +48,29 @@ def write_all(folder, files):
 
 
 def act_label(args):
-    """A run's activation in words, e.g. 'nmda α=10' or 'gelu'."""
-    beta = f" β={args['beta']:g}" if args["beta"] != 1 else ""
-    return f"nmda α={args['alpha']:g}{beta}" if args["act"] == "nmda" else args["act"]
+    """A run's activation in words with the settings it is built from (nmda.settings_of), e.g.
+    'nmda α=10 β=1' or 'gelu'. args: a run's flags (or metrics)."""
+    names = {"alpha": "α", "beta": "β"}
+    takes = settings_of(args["act"]) if args["act"] in ACTIVATIONS else ("alpha", "beta")  # unknown here: both
+    return " ".join([args["act"]] + [f"{names.get(p, p)}={args[p]:g}" for p in takes])
 
 
 LOG_COLUMNS = ("step", "loss", "wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "elapsed_s")
 
 
 def read_log(log_path):
-    """A run's log.csv as columns of floats (LOG_COLUMNS), or None (and a line on stderr) if it is
-    missing or unreadable: the training curves are a bonus, never a reason to stop."""
+    """A run's log.csv as columns of floats (LOG_COLUMNS), or None (and a line on stderr saying why)
+    if it is missing or unreadable: the training curves are a bonus, never a reason to stop."""
+    if not os.path.exists(log_path):
+        print(f"no training curves: no {log_path}", file=sys.stderr)
+        return None
     try:
         with open(log_path) as f:
             rows = list(csv.DictReader(f))
-        assert rows, "empty"
+        assert rows, "no rows"
         return {key: np.array([float(r[key]) for r in rows]) for key in LOG_COLUMNS}
     except (OSError, KeyError, ValueError, TypeError, AssertionError) as e:
-        print(f"no training curves: {log_path} is missing or unreadable ({type(e).__name__})", file=sys.stderr)
+        print(f"no training curves: {log_path} is unreadable ({type(e).__name__}: {e})", file=sys.stderr)
         return None
 
 
