@@ -17,33 +17,32 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict
 from functools import partial
 
 import numpy as np
 import torch
 
+import checkpoint
 import cli
 import compare
-import official
 import place
 import plots
 import silencing
 from env import GridWorld
 from memory import draw_walks, error_rates, forward_chunked, ideal_observer, loop_accuracy, model_predictor
-from model import Model, ModelConfig
+from model import Model
+from nmda import settings_of
 
 # Flags left unset take DEFAULTS, or QUICK with --quick.
 DEFAULTS = dict(max_se=0.005, max_walks=20000, rate_steps=4000, rate_walks=4, rate_maps=4,
                 shuffles=100, silence_walks=256, loop_walks=1024)
 QUICK = dict(max_se=0.05, max_walks=128, rate_steps=300, rate_walks=2, rate_maps=1,
              shuffles=20, silence_walks=32, loop_walks=64)
-METHOD = 8  # raise it when a change of method changes the numbers: older metrics.json are redone
 TOKEN_CELL = 0.5  # a place cell is a token cell where the node's token explains this share of its rate map
 # Offsets from --seed of each part's own random stream.
 SEEDS = dict(errors=0, novel_errors=1, rate_maps=2, shuffles=3, silencing=4, silence_draws=5, loop=6,
              novel_loop=7, ideal=8)
-NEEDED_ARGS = ("act", "alpha", "beta", "size", "n_obs", "num_maps", "n_actions", "seed", "context",
-               "walk_len", "d_rnn")
 
 
 die = partial(cli.die, "analyze.py")  # bad input: one line on stderr, exit status 2
@@ -81,8 +80,9 @@ def parse_args(argv=None):
     add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, ... (default: %(default)s)")
     add("--no_figures", action="store_true", help="numbers only")
     add("--redo", action="store_true",
-        help="analyse every run again; by default a run whose metrics.json is newer than its ckpt.pt and "
-             "was made with the same analysis flags on the same kind of device is read back, not recomputed")
+        help="analyse every run again; by default a run's metrics.json is read back, not recomputed, when it was "
+             "made from the same ckpt.pt (byte for byte) by the same code (every .py file here) with the same "
+             "analysis flags on the same kind of device")
     add("--quick", action="store_true", help="few walks, steps and shuffles: a smoke test, not a measurement")
     opts = parser.parse_args(argv)
     if len(opts.runs) > 1 and plots.cannot_write(opts.out):
@@ -133,7 +133,8 @@ class Progress:
 
 def load_run(run_dir, device):
     """(model, env, ckpt) from run_dir/ckpt.pt, or from the official release's run_dir/checkpoint.pt;
-    any problem ends the program with one line."""
+    the task and the model are built from the checkpoint's own settings (checkpoint.configs). Any
+    problem ends the program with one line."""
     if not os.path.exists(run_dir):
         die(f"{run_dir}: no such directory")
     if not os.path.isdir(run_dir):
@@ -145,29 +146,26 @@ def load_run(run_dir, device):
     if plots.cannot_write(run_dir):
         die(f"{run_dir}: cannot write metrics.json there ({plots.cannot_write(run_dir)}); copy the run folder")
     try:  # weights_only: tensors, plain values and official.ALLOWED only, and no code runs
-        ckpt = official.load(path)
+        ckpt = checkpoint.load(path)
     except Exception as e:
         die(f"{path}: not a readable checkpoint (truncated, not a torch file, or carrying code: {type(e).__name__})")
     try:
         assert isinstance(ckpt, dict), f"it holds a {type(ckpt).__name__}, not a dict"
-        if official.is_official(ckpt):  # the official release's: its weights, maps and sizes, in our layout
-            ckpt = official.as_run(ckpt)
-        missing = [k for k in ("model", "model_config", "args", "step") if k not in ckpt]
-        missing += [k for k in NEEDED_ARGS if k not in ckpt.get("args", {})]
+        missing = sorted(checkpoint.ANALYSIS_KEYS - set(ckpt))
         assert not missing, f"missing {', '.join(missing)}"
-        args = argparse.Namespace(**ckpt["args"])
-        model = Model(ModelConfig(**ckpt["model_config"]))
+        task, cfg = checkpoint.configs(ckpt)
+        assert "walk_len" in ckpt["args"], "missing walk_len"  # the length of its training walks
+        model = Model(cfg)
         model.load_state_dict(ckpt["model"])  # float32 weights, whatever dtype they were saved in
-        same = (model.cfg.n_obs, model.cfg.n_actions, model.cfg.context) == (args.n_obs, args.n_actions, args.context)
-        assert same, "model and args disagree"
-        env = GridWorld(args.size, args.n_obs, args.num_maps, args.n_actions, args.seed, device)
+        assert (cfg.n_obs, cfg.n_actions) == (task.n_obs, task.n_actions), "model and task disagree"
+        env = GridWorld(task, device)
         if "maps" in ckpt:  # an official run's own familiar maps
             env.maps = ckpt["maps"].to(env.device)
     except Exception as e:
         why = " ".join(str(e).split())[:200]  # one line, however long the message
-        die(f"{path}: not a checkpoint of this project's model nor of the official release "
-            f"({type(e).__name__}: {why})")
-    ckpt["path"] = path  # which file: ckpt.pt, or the official release's checkpoint.pt
+        die(f"{path}: not a checkpoint this code can read ({type(e).__name__}: {why})")
+    ckpt["path"], ckpt["sha256"] = path, compare.sha256([path])  # which file (ckpt.pt, or the official
+    # release's checkpoint.pt), and its bytes' fingerprint
     return model.to(device).eval(), env, ckpt
 
 
@@ -230,60 +228,64 @@ def silenced_errors(model, env, walk_len, opts, progress):
 
 
 def settings(opts):
-    """The analysis flags that change the numbers, with the METHOD version and the kind of device (a
-    CUDA generator draws other walks than a CPU one): one string, kept in metrics.json."""
+    """The analysis flags that change the numbers, and the kind of device (a CUDA generator draws
+    other walks than a CPU one): one string, kept in metrics.json."""
     keys = ("walk_len", "max_se", "max_walks", "rate_steps", "rate_walks", "rate_maps", "shuffles", "si_floor",
             "stability", "att_spread", "silence_walks", "loop_walks", "seed")
-    return " ".join([f"method={METHOD}"] + [f"{k}={getattr(opts, k)}" for k in keys]
-                    + [f"device={torch.device(opts.device).type}"])
+    return " ".join([f"{k}={getattr(opts, k)}" for k in keys] + [f"device={torch.device(opts.device).type}"])
+
+
+def provenance(ckpt, opts):
+    """What an analysis's numbers are a function of: the checkpoint's bytes, the code and the flags."""
+    return dict(checkpoint=ckpt["sha256"], code=compare.code_version(), analysis=settings(opts))
 
 
 def previous_metrics(run_dir, ckpt, opts):
-    """run_dir/metrics.json if it is newer than the checkpoint, of the same step, made with the same flags and,
-    if figures are wanted, drawn."""
+    """run_dir/metrics.json if it was made from this very checkpoint, by this very code, with these
+    flags on this kind of device, and, if figures are wanted, drawn; else None (analyse anew)."""
     path = os.path.join(run_dir, "metrics.json")
     try:
-        if os.path.getmtime(path) < os.path.getmtime(ckpt.get("path", os.path.join(run_dir, "ckpt.pt"))):
-            return None
         if not opts.no_figures and not os.path.exists(os.path.join(run_dir, "rate_maps.png")):
             return None  # figures wanted that an earlier --no_figures analysis did not draw
         with open(path) as f:
             m = json.load(f)
-        return m if m.get("analysis") == settings(opts) and m.get("step") == ckpt["step"] else None
+        return m if all(m.get(k) == v for k, v in provenance(ckpt, opts).items()) else None
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def analyze_run(run_dir, model, env, ckpt, opts):
-    """Every metric of one run as a flat dict, and the files to write next to it."""
-    args, cfg = ckpt["args"], model.cfg
-    walk_len, chance = opts.walk_len or args["walk_len"], 1 - 1 / env.n_obs
-    m = dict(run=run_dir, step=ckpt["step"], act=args["act"], alpha=args["alpha"], beta=args["beta"],
-             num_maps=args["num_maps"], seed=args["seed"], chance=chance, walk_len=walk_len,
-             analysis=settings(opts))
-    progress = Progress()
+def memory_errors(model, env, walk_len, opts, progress):
+    """WM and RM error on familiar and novel maps (each ± SE, with its walks and steps), under the exact
+    split (model.reach) and, with segments, under the official release's too ("official_": each
+    segment's last prediction, WM when its node is in the segment or its memory); and the ideal
+    observer's RM error, the least this context allows."""
+    m = {}
     progress.stage("memory errors: familiar maps, novel maps, the ideal observer", 3)
     for novel in (False, True):
-        gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_errors" if novel else "errors"])
+        pre = "novel_" if novel else ""
+        gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS[pre + "errors"])
         r = error_rates(model_predictor(model, gen), env, model.reach, walk_len, gen, novel, opts.max_se,
                         opts.max_walks)
-        m.update({("novel_" if novel else "") + k: v for k, v in r.items()})
-        if cfg.segment:  # the official rule too: each segment's last prediction, WM if in its direct context
+        m.update({pre + k: v for k, v in r.items()})
+        if model.cfg.segment:
             r = error_rates(model_predictor(model, gen), env, partial(model.reach, direct=True), walk_len, gen,
                             novel, opts.max_se, opts.max_walks, scored=model.segment_ends(walk_len))
-            m.update({("novel_" if novel else "") + "official_" + k: v for k, v in r.items()})
+            m.update({pre + "official_" + k: v for k, v in r.items()})
         progress.tick()
-    gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["ideal"])  # the least RM error this context allows
+    gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["ideal"])
     r = error_rates(ideal_observer(env, model.reach), env, model.reach, walk_len, gen, False, opts.max_se,
                     opts.max_walks, batch=max(1, 4096 // walk_len))
     m["ideal_rm_error"], m["ideal_rm_error_se"] = r["rm_error"], r["rm_error_se"]
     progress.tick()
-    gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["rate_maps"])
-    scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]), progress)
-    kinds, layers, names = unit_kinds(model)
-    is_place = place.place_cells(scores["si"], scores["null"], opts.si_floor)
-    is_token = is_place & (scores["obs_share"] >= TOKEN_CELL)  # a place cell whose map is mostly the token
-    m.update(rate_maps=scores["maps"], rate_steps_per_map=scores["steps"], shuffles=opts.shuffles)
+    return m
+
+
+def place_fractions(scores, is_place, is_token, kinds, layers, n_layer):
+    """Per kind of unit ("ffn", "att", "g") and per layer: the fraction of place cells and of token
+    cells, the mean place score, the fractions of silent and unstable units, the mean stability, and
+    the mean share of a place cell's rate map that the node's token explains (None without place cells).
+    scores: place_analysis's (si, silent, unstable, stability, obs_share: one value per unit)."""
+    m = {}
     for kind in ("ffn", "att", "g"):
         sel = kinds == kind
         m[f"{kind}_place_cell_fraction"], m[f"{kind}_si_mean"] = is_place[sel].mean(), scores["si"][sel].mean()
@@ -292,21 +294,46 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         m[f"{kind}_stability_mean"] = scores["stability"][sel].mean()
         m[f"{kind}_place_obs_share"] = scores["obs_share"][sel & is_place].mean() if is_place[sel].any() else None
         m[f"{kind}_token_cell_fraction"] = is_token[sel].mean()
-        for layer in range(cfg.n_layer if kind != "g" else 0):
+        for layer in range(n_layer if kind != "g" else 0):
             here = sel & (layers == layer)
             m[f"{kind}_place_cell_fraction_layer{layer}"] = is_place[here].mean()
             m[f"{kind}_token_cell_fraction_layer{layer}"] = is_token[here].mean()
             m[f"{kind}_place_obs_share_layer{layer}"] = (scores["obs_share"][here & is_place].mean()
                                                          if is_place[here].any() else None)
-    n_tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
-    m["obs_share_chance"] = (np.mean(n_tokens) - 1) / (env.n_nodes - 1)  # ~ eta^2 of a map unrelated to them
+    return m
+
+
+def loop_closure(model, env, opts, progress):
+    """TEM-t's loop probe: the accuracy at the step that closes a square, on familiar and novel maps."""
+    m = {"loop_walks": opts.loop_walks}
     progress.stage("loop closure, familiar and novel maps", 2)
     for novel in (False, True):
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["novel_loop" if novel else "loop"])
-        accuracy = loop_accuracy(model, env, opts.loop_walks, gen, novel)
-        m[("novel_" if novel else "") + "loop_closure_accuracy"] = accuracy
+        m[("novel_" if novel else "") + "loop_closure_accuracy"] = loop_accuracy(model, env, opts.loop_walks, gen, novel)
         progress.tick()
-    m["loop_walks"] = opts.loop_walks
+    return m
+
+
+def analyze_run(run_dir, model, env, ckpt, opts):
+    """Every metric of one run as a flat dict, and the files to write next to it. Each part is a
+    function that returns a dict of metrics: a new metric is a function and one line here."""
+    args, cfg = ckpt["args"], model.cfg
+    walk_len, chance = opts.walk_len or args["walk_len"], 1 - 1 / env.n_obs
+    m = dict(run=run_dir, step=ckpt["step"], act=cfg.act, alpha=cfg.alpha, beta=cfg.beta, num_maps=env.num_maps,
+             seed=env.cfg.seed, chance=chance, walk_len=walk_len, **provenance(ckpt, opts))
+    m.update({p: getattr(cfg, p) for p in settings_of(cfg.act)})  # what the activation is built from (its label)
+    progress = Progress()
+    m.update(memory_errors(model, env, walk_len, opts, progress))
+    gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["rate_maps"])
+    scores = place_analysis(model, env, opts, gen, np.random.default_rng(opts.seed + SEEDS["shuffles"]), progress)
+    kinds, layers, names = unit_kinds(model)
+    is_place = place.place_cells(scores["si"], scores["null"], opts.si_floor)
+    is_token = is_place & (scores["obs_share"] >= TOKEN_CELL)  # a place cell whose map is mostly the token
+    m.update(rate_maps=scores["maps"], rate_steps_per_map=scores["steps"], shuffles=opts.shuffles)
+    m.update(place_fractions(scores, is_place, is_token, kinds, layers, cfg.n_layer))
+    n_tokens = [len(env.maps[i].unique()) for i in range(scores["maps"])]  # tokens present in each map
+    m["obs_share_chance"] = (np.mean(n_tokens) - 1) / (env.n_nodes - 1)  # ~ eta^2 of a map unrelated to them
+    m.update(loop_closure(model, env, opts, progress))
     ffn = kinds == "ffn"
     progress.stage("silencing, condition by condition", silencing.conditions(cfg.n_layer))
     m.update(silencing.silencing_test(silenced_errors(model, env, walk_len, opts, progress), cfg.d_ff, cfg.n_layer,
@@ -317,9 +344,10 @@ def analyze_run(run_dir, model, env, ckpt, opts):
     m.update(compare.learning_speed(log))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
-    files = {"metrics.json": json.dumps({**m, "args": args}, indent=1) + "\n"}  # args: for compare.py
+    settings = dict(args=args, task_config=asdict(env.cfg), model_config=asdict(cfg))  # for compare.py
+    files = {"metrics.json": json.dumps({**m, **settings}, indent=1) + "\n"}
     if not opts.no_figures:
-        title = f"{run_dir}: {plots.act_label(args)}, {args['num_maps']} maps, seed {args['seed']}, step {ckpt['step']}"
+        title = f"{run_dir}: {plots.act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {ckpt['step']}"
         if log is not None:
             files["training.png"] = plots.fig_training(log, chance, title)
         files["rate_maps.png"] = plots.fig_rate_maps(scores, is_place, kinds, names, env.size)
@@ -327,6 +355,12 @@ def analyze_run(run_dir, model, env, ckpt, opts):
         silenced = plots.fig_silencing(m, silencing.FRACTIONS, silencing.DRAWS, cfg.n_layer * cfg.d_ff, chance)
         files.update({"silencing.png": silenced} if silenced else {})
     return m, files
+
+
+# The metrics of compare.SUMMARY that summary() prints in its lines; it prints the others at its end.
+SHOWN = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_place_cell_fraction", "ffn_token_cell_fraction",
+         "att_place_cell_fraction", "ffn_si_mean", "att_si_mean", "rm_auc", "ideal_rm_error", "loop_closure_accuracy",
+         "novel_loop_closure_accuracy")
 
 
 def summary(m, n_layer):
@@ -368,7 +402,11 @@ def summary(m, n_layer):
     if flat is not None:
         speed += (f"; over the last quarter RM fell {m['rm_fall_last_quarter']:.3f} ± {m['rm_fall_last_quarter_se']:.3f}: "
                   + ("at its plateau" if flat else f"still learning (more than {compare.PLATEAU_SE} SE)"))
-    print(f"  learning, from log.csv: {speed}" if m["rm_auc"] is not None else "  learning: no log.csv beside the checkpoint")
+    if m["rm_auc"] is not None:
+        print(f"  learning, from log.csv: {speed}; mean RM over training (rm_auc) {num('rm_auc')}")
+    else:
+        log = os.path.join(m["run"], "log.csv")
+        print(f"  learning: {log} is {'unreadable' if os.path.exists(log) else 'missing'}, so no learning speed")
     print(f"  loop closure accuracy: familiar {num('loop_closure_accuracy')}, "
           f"novel {num('novel_loop_closure_accuracy')}")
     for fraction in silencing.FRACTIONS:
@@ -382,12 +420,18 @@ def summary(m, n_layer):
               f"{num(tag + '_place_activity_sd')} | {num(tag + '_other_activity_sd')}): "
               f"WM {num(tag + '_place_wm_error')} | {num(tag + '_other_wm_error')}, "
               f"RM {num(tag + '_place_rm_error')} | {num(tag + '_other_rm_error')}")
+    more = [k for k in compare.SUMMARY if k not in SHOWN and k in m]  # metrics added to compare.SUMMARY
+    if more:
+        print("  " + ", ".join(f"{k} {num(k)}" for k in more))
 
 
 @torch.no_grad()
 def main(argv=None):
     opts = parse_args(argv)
     loaded = [(d, *load_run(d, opts.device)) for d in opts.runs]  # every input checked before any work
+    twice = compare.given_twice([(d, ckpt["sha256"]) for d, _, _, ckpt in loaded])
+    if twice:
+        die(f"{twice[0]} and {twice[1]} hold the same checkpoint: it would count as two seeds; give each run once")
     for d, model, _, _ in loaded:
         if opts.rate_steps <= model.span:
             die(f"--rate_steps {opts.rate_steps} must exceed the context ({model.span}) of {d}")
@@ -399,8 +443,10 @@ def main(argv=None):
             plots.write_all(d, files)  # only now, with everything computed, is anything in d replaced
             done = f"wrote {', '.join(files)} in {d}"
         else:
-            done = f"read back {d}/metrics.json (same checkpoint, flags and kind of device; --redo recomputes)"
-        m.pop("args", None)
+            done = (f"read back {d}/metrics.json: made from this very checkpoint by this very code, with the same "
+                    "flags on the same kind of device (--redo recomputes)")
+        for k in ("args", "task_config", "model_config"):
+            m.pop(k, None)
         summary(m, model.cfg.n_layer)
         print("  " + done)
         runs.append(dict(dir=d, args=ckpt["args"], metrics=m))

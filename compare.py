@@ -9,6 +9,8 @@ analyze.py calls this itself when it is given several runs.
 
 import argparse
 import csv
+import glob
+import hashlib
 import io
 import json
 import math
@@ -17,8 +19,10 @@ from functools import partial
 
 import numpy as np
 
+import checkpoint
 import cli
 import plots
+from nmda import ACTIVATIONS, settings_of
 from plots import act_label, plt, png
 
 # Settings that do not change what a run learned: left out when runs are grouped for comparison
@@ -30,8 +34,7 @@ SUMMARY = ("wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "ffn_plac
            "ffn_token_cell_fraction", "att_place_cell_fraction", "ffn_si_mean", "att_si_mean", "rm_auc",
            "ideal_rm_error", "loop_closure_accuracy", "novel_loop_closure_accuracy")
 SEGMENTED = ("official_wm_error", "official_rm_error")  # the official split too, of runs with segments (--arch xl)
-RUN_COLUMNS = {"act": "act", "alpha": "alpha", "beta": "beta", "num_maps": "num_maps", "seed": "seed",
-               "wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
+RUN_COLUMNS = {"wm_error": "wm_error", "rm_error": "rm_error", "novel_wm_error": "novel_wm_error",
                "novel_rm_error": "novel_rm_error", "ffn_place_cell_fraction": "ffn_pc",
                "ffn_token_cell_fraction": "ffn_tc", "att_place_cell_fraction": "att_pc", "loop_closure_accuracy": "loop"}
 
@@ -109,15 +112,23 @@ def pearson(x, y):
     return f"{np.corrcoef(x, y)[0, 1]:.2f}" if ok else "n/a"
 
 
+def setting(args):
+    """What a run is, for grouping: its flags but the seed and NOT_SETTINGS, with OLDER's value for a
+    setting it predates, and without the activation settings its activation is not built from."""
+    args = {**checkpoint.OLDER, **args}
+    unused = {"alpha", "beta"} - set(settings_of(args["act"])) if args["act"] in ACTIVATIONS else set()
+    return {k: v for k, v in args.items() if k not in NOT_SETTINGS | unused | {"seed"}}
+
+
 def groups(runs, drop):
-    """Runs with equal settings except `drop` (and seed), each group labelled by what sets it apart."""
+    """Runs with equal settings except `drop` (and seed), each group labelled by what sets it apart
+    from the other groups: every setting that differs between them ("all runs" for one group)."""
     by = {}
     for r in runs:
-        args = {**cli.BEFORE_ARCH, **r["args"]}  # a run from before --arch: TEM-t
-        key = tuple(sorted((k, str(v)) for k, v in args.items() if k not in NOT_SETTINGS | set(drop) | {"seed"}))
+        key = tuple(sorted((k, str(v)) for k, v in setting(r["args"]).items() if k not in drop))
         by.setdefault(key, []).append(r)
     differ = sorted({k for key in by for k, v in key if len({dict(o).get(k) for o in by}) > 1})
-    return [(", ".join(f"{k}={dict(key).get(k)}" for k in differ) or "all runs", rs)
+    return [(", ".join(f"{k}={dict(key).get(k, '-')}" for k in differ) or "all runs", rs)
             for key, rs in by.items()]
 
 
@@ -137,7 +148,7 @@ def seed_table(runs):
             for k in (f"steps_to_rm_{threshold:g}", f"seconds_to_rm_{threshold:g}"):
                 row[k], row[k + "_se"] = mean_se(reached, k) if reached else (float("nan"), float("nan"))
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["num_maps"], r["act"] != "nmda", r["act"], r["alpha"]))
+    return sorted(rows, key=lambda r: (r["num_maps"], r["act"] != "nmda", r["act"], r["alpha"], r["setting"]))
 
 
 def csv_text(rows):
@@ -153,45 +164,56 @@ def number(v):
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def print_tables(runs, summary_rows, chance):
-    """One line per run, then one per setting with mean ± SE over seeds."""
-    rows = [["run"] + list(RUN_COLUMNS.values()) + ["rm_fall_q4", f"fall <= {PLATEAU_SE} SE"]]
-    for r in runs:  # alpha and beta shape only NMDA
-        m = r["metrics"]
-        flat = {True: "plateau", False: "learning", None: "?"}[at_plateau(m)]
-        rows.append([r["dir"]] + ["-" if c in ("alpha", "beta") and m["act"] != "nmda" else number(m[c])
-                                  for c in RUN_COLUMNS] + [number(m["rm_fall_last_quarter"]), flat])
+def print_table(rows):
+    """Rows of strings, the first the header, as columns right-aligned to their widest cell."""
     width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print("\n".join("  ".join(v.rjust(wd) for v, wd in zip(row, width)) for row in rows))
-    print(f"\nmean ± standard error over seeds (chance {chance:.3f}):")
-    heads = ("WM", "RM", "novel WM", "novel RM", "FFN place cells", "FFN token cells", "att place cells")
-    print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{h:>15}" for h in heads))
-    for r in summary_rows:
-        alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"
-        cells = [f"{r[k]:7.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:15.3f}" for k in SUMMARY[:7]]
-        print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(cells))
+
+
+def print_tables(runs, summary_rows, chance):
+    """One line per run, then one per setting with mean ± SE over seeds of every metric of SUMMARY,
+    then the learning speed per setting. A row's setting is what sets it apart from the other
+    settings compared (groups)."""
+    label = {id(r): lab for lab, rs in groups(runs, ()) for r in rs}
+    rows = [["run", "setting", "seed"] + list(RUN_COLUMNS.values()) + ["rm_fall_q4", f"fall <= {PLATEAU_SE} SE"]]
+    for r in runs:
+        m = r["metrics"]
+        flat = {True: "plateau", False: "learning", None: "?"}[at_plateau(m)]
+        rows.append([r["dir"], label[id(r)], str(r["args"]["seed"])] + [number(m[c]) for c in RUN_COLUMNS]
+                    + [number(m["rm_fall_last_quarter"]), flat])
+    print_table(rows)
+
+    def cell(r, k):
+        return f"{r[k]:.3f} ± {r[k + '_se']:.3f}" if r["seeds"] > 1 else f"{r[k]:.3f}"
+
+    for i in range(0, len(SUMMARY), 5):  # five metrics a table, so that a line fits a terminal
+        print(f"\nmean ± standard error over seeds (chance {chance:.3f}), metrics {i + 1} to "
+              f"{min(i + 5, len(SUMMARY))} of {len(SUMMARY)}:")
+        keys = SUMMARY[i:i + 5]
+        print_table([["setting", "seeds", *keys]] + [[r["setting"], str(r["seeds"])] + [cell(r, k) for k in keys]
+                                                     for r in summary_rows])
     print("\nlearning speed, from each run's log.csv: the step at which familiar RM error first reached a "
           "threshold (mean ± SE over the seeds that reached it), the mean RM error over training (rm_auc), "
           f"and the seeds at their plateau (RM fell by at most {PLATEAU_SE} SE over the last quarter):")
-    print(f"{'act':>10} {'alpha':>6} {'N':>3} {'seeds':>5}  " + "  ".join(f"{'to RM <= ' + format(t, 'g'):>22}"
-                                                                       for t in RM_THRESHOLDS)
-          + f"  {'rm_auc':>15}  {'at plateau':>10}")
+    rows = [["setting", "seeds"] + [f"to RM <= {t:g}" for t in RM_THRESHOLDS] + ["rm_auc", "at plateau"]]
     for r in summary_rows:
-        alpha = f"{r['alpha']:g}" if r["act"] == "nmda" else "-"
         cells = []
         for t in RM_THRESHOLDS:
             n, k = r[f"reached_rm_{t:g}"], f"steps_to_rm_{t:g}"
             spread = f" ± {r[k + '_se']:.0f}" if n > 1 else ""
             cells.append(f"{r[k]:.0f}{spread} ({n}/{r['seeds']})" if n else f"not reached (0/{r['seeds']})")
-        auc = f"{r['rm_auc']:7.3f} ± {r['rm_auc_se']:.3f}" if r["seeds"] > 1 else f"{r['rm_auc']:15.3f}"
-        print(f"{r['act']:>10} {alpha:>6} {r['num_maps']:>3} {r['seeds']:>5}  " + "  ".join(f"{x:>22}" for x in cells)
-              + f"  {auc}  {str(r['at_plateau']) + ' of ' + str(r['seeds']):>10}")
+        rows.append([r["setting"], str(r["seeds"])] + cells + [cell(r, "rm_auc"), f"{r['at_plateau']} of {r['seeds']}"])
+    print_table(rows)
 
 
 def compare(runs, out, figures=True):
     """runs: dicts with the run's folder ("dir"), training flags ("args") and metrics.json
     ("metrics"). Prints the tables and Pearson r, writes runs.csv, summary.csv and the figures."""
     chance = runs[0]["metrics"]["chance"]
+    other = [r["dir"] for r in runs if r["metrics"].get("code") != code_version()]
+    if other:  # read back from metrics.json, which an older version of the code may have made
+        print(f"note: {len(other)} of the {len(runs)} runs were analysed by other code than this; "
+              f"python analyze.py --redo {' '.join(other[:3])}{' ...' if len(other) > 3 else ''} analyses them anew\n")
     summary_rows = seed_table(runs)
     print_tables(runs, summary_rows, chance)
     files = {"runs.csv": csv_text([r["metrics"] for r in runs]), "summary.csv": csv_text(summary_rows)}
@@ -203,8 +225,8 @@ def compare(runs, out, figures=True):
         print(f"Pearson r with RM error over {len(rs)} runs ({label}): mean SI of FFN {r_ffn}, of attention "
               f"{r_att}; fraction of FFN place cells that are not token cells {r_beyond}")
     if figures:
-        nmda = [r for r in runs if r["args"]["act"] == "nmda"]
-        files["errors_vs_alpha.png"] = fig_errors_vs_alpha(groups(nmda, ("alpha",)), chance)
+        by_alpha = [r for r in runs if "alpha" in setting(r["args"])]  # runs whose activation takes alpha
+        files["errors_vs_alpha.png"] = fig_errors_vs_alpha(groups(by_alpha, ("alpha",)), chance)
         files["errors_by_activation.png"] = fig_errors_by_activation(gs, chance)
         files["place_score_vs_rm.png"] = fig_place_score_vs_rm(gs)
         files["learning_curves.png"] = fig_learning_curves(gs, "activation", chance)
@@ -217,8 +239,8 @@ def compare(runs, out, figures=True):
 # ---- figures ------------------------------------------------------------------------------------
 
 def fig_errors_vs_alpha(nmda_gs, chance):
-    """RM and WM error against alpha, one colour per group of otherwise equal NMDA runs; alpha = 0
-    on its own tick at the left of a log axis. None without NMDA runs."""
+    """RM and WM error against alpha, one colour per group of otherwise equal runs of an activation
+    built from alpha (NMDA's); alpha = 0 on its own tick at the left of a log axis. None without such runs."""
     if not nmda_gs:
         return None
     alphas = sorted({r["args"]["alpha"] for _, rs in nmda_gs for r in rs})
@@ -277,18 +299,18 @@ def fig_learning_curves(gs, by, chance):
     with a band of ± one standard error), a panel per group of runs that differ in `by` alone
     ('activation' or 'N'). None where no group holds two settings. Seeds are averaged over the
     steps all their logs share."""
-    def setting(r):
+    def curve_of(r):
         return act_label(r["args"]) if by == "activation" else f"N = {r['args']['num_maps']}"
 
     def order(r):
         a = r["args"]
         return (a["num_maps"],) if by == "N" else (a["num_maps"], a["act"] != "nmda", a["act"], a["alpha"], a["beta"])
 
-    panels = [(label, sorted(rs, key=order)) for label, rs in gs if len({setting(r) for r in rs}) > 1]
+    panels = [(label, sorted(rs, key=order)) for label, rs in gs if len({curve_of(r) for r in rs}) > 1]
     panels.sort(key=lambda p: order(p[1][0]) if by == "activation" else ())  # by N, then as given
     if not panels:
         return None
-    every = list(dict.fromkeys(setting(r) for _, rs in panels for r in rs))  # a setting keeps its colour
+    every = list(dict.fromkeys(curve_of(r) for _, rs in panels for r in rs))  # a curve keeps its colour
     if by == "N":
         every.sort(key=lambda s: int(s.split("= ")[1]))
     colour_of = dict(zip(every, plt.cm.viridis(np.linspace(0, 0.85, len(every))) if by == "N"
@@ -301,10 +323,10 @@ def fig_learning_curves(gs, by, chance):
         ax.set_visible(False)
     for ax, (label, rs) in zip(axes.flat, panels):
         label = act_label(rs[0]["args"]) if by == "N" else label  # what the panel's runs share
-        names = list(dict.fromkeys(setting(r) for r in rs))
+        names = list(dict.fromkeys(curve_of(r) for r in rs))
         for name in names:
             colour = colour_of[name]
-            logs = [plots.read_log(os.path.join(r["dir"], "log.csv")) for r in rs if setting(r) == name]
+            logs = [plots.read_log(os.path.join(r["dir"], "log.csv")) for r in rs if curve_of(r) == name]
             logs = [log for log in logs if log is not None]
             if not logs:
                 continue
@@ -315,7 +337,7 @@ def fig_learning_curves(gs, by, chance):
             if len(logs) > 1:
                 se = rm.std(0, ddof=1) / math.sqrt(len(logs))
                 ax.fill_between(steps, mean - se, mean + se, color=colour, alpha=0.2, lw=0)
-            ideal = [r["metrics"].get("ideal_rm_error") for r in rs if setting(r) == name]
+            ideal = [r["metrics"].get("ideal_rm_error") for r in rs if curve_of(r) == name]
             if by == "N" and None not in ideal:  # the floor differs with N; with the activation it does not
                 ax.axhline(np.mean(ideal), color=colour, ls="--", lw=0.8)
         ax.axhline(chance, color="gray", ls=":", label="chance")
@@ -368,6 +390,34 @@ def fig_place_score_vs_rm(gs):
 
 # ---- the command line ---------------------------------------------------------------------------
 
+def sha256(paths):
+    """The SHA-256 of the files' bytes, one after another, as hex."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def code_version():
+    """What the code that computes the numbers is: the SHA-256 of every .py file beside this one but
+    the tests. Any edit of the project's code (a metric, the task, the model) changes it; analyze.py
+    keeps it in metrics.json."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return sha256(sorted(p for p in glob.glob(os.path.join(here, "*.py")) if not os.path.basename(p).startswith("test_")))
+
+
+def given_twice(runs):
+    """The first two of runs [(folder, checkpoint's SHA-256)] that hold the same checkpoint, or None:
+    a run given twice (or copied) would count as two seeds of its setting."""
+    seen = {}
+    for d, sha in runs:
+        if sha in seen:
+            return seen[sha], d
+        seen[sha] = d
+    return None
+
+
 def load(run_dir):
     """One analysed run as compare() takes it, from run_dir/metrics.json."""
     path = os.path.join(run_dir, "metrics.json")
@@ -378,6 +428,8 @@ def load(run_dir):
             m = json.load(f)
         args = m.pop("args")
         assert isinstance(args, dict)
+        for k in ("task_config", "model_config"):  # kept in metrics.json for the record; args has them too
+            m.pop(k, None)
         missing = [k for k in dict.fromkeys(("chance", *SUMMARY, *RUN_COLUMNS)) if k not in m]
         assert not missing, f"it lacks {', '.join(missing[:3])}"
         if "rm_fall_last_quarter" not in m:  # a metrics.json from before plateau(): from the run's log
@@ -399,7 +451,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if plots.cannot_write(args.out):
         die(f"--out {args.out}: cannot write there ({plots.cannot_write(args.out)})")
-    compare([load(d) for d in args.runs], args.out, not args.no_figures)
+    runs = [load(d) for d in args.runs]
+    twice = given_twice([(r["dir"], r["metrics"].get("checkpoint", os.path.realpath(r["dir"]))) for r in runs])
+    if twice:
+        die(f"{twice[0]} and {twice[1]} hold the same run: it would count as two seeds; give each run once")
+    compare(runs, args.out, not args.no_figures)
 
 
 if __name__ == "__main__":
