@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import place
 import plots
 import silencing
 import train
-from env import Batches, GridWorld, visited_in_context, visited_since
+from env import WALKS, Batches, GridWorld, TaskConfig, visited_in_context, visited_since
 from model import Model, ModelConfig, PathIntegration
 from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 
@@ -71,36 +72,38 @@ def test_nmda_gradcheck():
         assert torch.autograd.gradcheck(lambda z: nmda(z, alpha, 1.5), (x,))
 
 
-# Each registered activation and its formula. A new entry in nmda.ACTIVATIONS needs its formula here.
+# Each registered activation and its formula, a function of x and of the settings alpha and beta (an
+# activation that is not built from one ignores it; one with a parameter per neuron, at its initial
+# value). A new entry in nmda.ACTIVATIONS needs its formula here.
 FORMULAS = {
-    "nmda": lambda x: x / (1 + 10.0 * torch.exp(-x)),  # at alpha = 10, beta = 1
-    "gelu": lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
-    "relu": lambda x: x.clamp(min=0),
-    "swish": lambda x: x / (1 + torch.exp(-x)),
-    "silu": lambda x: x / (1 + torch.exp(-x)),
-    "linear": lambda x: x,
-    "sigmoid": lambda x: 1 / (1 + torch.exp(-x)),
-    "tanh": lambda x: (torch.exp(x) - torch.exp(-x)) / (torch.exp(x) + torch.exp(-x)),
-    "leaky_relu": lambda x: torch.where(x > 0, x, 0.01 * x),
-    "elu": lambda x: torch.where(x > 0, x, torch.exp(x) - 1),
+    "nmda": lambda x, alpha, beta: x / (1 + alpha * torch.exp(-beta * x)),
+    "gelu": lambda x, alpha, beta: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+    "relu": lambda x, alpha, beta: x.clamp(min=0),
+    "swish": lambda x, alpha, beta: x / (1 + torch.exp(-x)),
+    "silu": lambda x, alpha, beta: x / (1 + torch.exp(-x)),
+    "linear": lambda x, alpha, beta: x,
+    "sigmoid": lambda x, alpha, beta: 1 / (1 + torch.exp(-x)),
+    "tanh": lambda x, alpha, beta: (torch.exp(x) - torch.exp(-x)) / (torch.exp(x) + torch.exp(-x)),
+    "leaky_relu": lambda x, alpha, beta: torch.where(x > 0, x, 0.01 * x),
+    "elu": lambda x, alpha, beta: torch.where(x > 0, x, torch.exp(x) - 1),
 }
 
 
 def test_each_registered_activation_computes_its_formula():
     assert set(ACTIVATIONS) == set(FORMULAS), "give a new activation its formula in FORMULAS"
-    x = torch.linspace(-6, 6, 241, dtype=torch.float64)
+    x = torch.linspace(-6, 6, 241, dtype=torch.float64)[:, None].expand(241, 7)  # a layer of 7 neurons
     for name, formula in FORMULAS.items():
-        torch.testing.assert_close(make_activation(name, 10.0, 1.0)(x), formula(x), msg=name)
-        if name != "nmda":  # alpha and beta shape NMDA alone
-            torch.testing.assert_close(make_activation(name, 0.5, 3.0)(x), formula(x), msg=name)
+        for alpha, beta in ((10.0, 1.0), (0.5, 3.0), (0.0, 1.0)):
+            module = make_activation(name, 7, alpha, beta).double()
+            torch.testing.assert_close(module(x), formula(x, alpha, beta), msg=f"{name} at alpha {alpha}, beta {beta}")
     with pytest.raises(ValueError):
-        make_activation("nope")
+        make_activation("nope", 7)
 
 
 # ---- env.py -------------------------------------------------------------------------------------
 
 def test_walk_moves_are_legal_and_match_actions():
-    env = GridWorld(size=6, num_maps=3, seed=1)
+    env = GridWorld(TaskConfig(size=6, num_maps=3, seed=1))
     obs, act, pos, map_id = env.walk(256, 50)
     r, c = pos // 6, pos % 6
     dr, dc = r[:, 1:] - r[:, :-1], c[:, 1:] - c[:, :-1]
@@ -110,7 +113,7 @@ def test_walk_moves_are_legal_and_match_actions():
 
 
 def test_stay_probability_is_one_over_options():
-    env = GridWorld(size=5, num_maps=1, seed=0)
+    env = GridWorld(TaskConfig(size=5, num_maps=1, seed=0))
     _, act, pos, _ = env.walk(4000, 50)
     r, c = pos[:, :-1] // 5, pos[:, :-1] % 5
     n_edges = (r == 0).int() + (r == 4).int() + (c == 0).int() + (c == 4).int()
@@ -121,21 +124,53 @@ def test_stay_probability_is_one_over_options():
 
 
 def test_four_action_walks_never_stay():
-    env = GridWorld(size=5, num_maps=1, n_actions=4, seed=0)
+    env = GridWorld(TaskConfig(size=5, num_maps=1, n_actions=4, seed=0))
     _, act, pos, _ = env.walk(200, 30)
     assert (pos[:, 1:] != pos[:, :-1]).all() and act.max() == 3
 
 
+def sticky(env):
+    """A walk rule for the tests: staying is 3 times as likely as any one move."""
+    return (env.next_node >= 0) * torch.tensor([3.0] + [1.0] * (env.n_actions - 1))
+
+
+def test_a_walk_rule_draws_each_move_with_its_weight(monkeypatch):
+    monkeypatch.setitem(WALKS, "sticky", sticky)
+    env = GridWorld(TaskConfig(size=5, num_maps=1, walk="sticky"))
+    _, act, pos, _ = env.walk(4000, 30)
+    assert torch.equal(env.next_node[pos[:, :-1], act], pos[:, 1:])  # legal moves only
+    r, c = pos[:, :-1] // 5, pos[:, :-1] % 5
+    n_edges = (r == 0).int() + (r == 4).int() + (c == 0).int() + (c == 4).int()
+    for n_edge, p in ((2, 3 / 5), (1, 3 / 6), (0, 3 / 7)):  # corner, edge, interior: 3 / (3 + legal moves)
+        stays = (act[n_edge == n_edges] == 0).double()
+        assert abs(stays.mean().item() - p) < 4 * math.sqrt(p * (1 - p) / stays.numel()), (n_edge, p)
+
+
+def test_the_uniform_walk_is_the_arg_max_of_uniforms_over_the_legal_moves():
+    # the walks every run has trained on: the same draws, bit for bit, as the rule that made them
+    env = GridWorld(TaskConfig(size=4, num_maps=2, seed=3))
+    obs, act, pos, _ = env.walk(64, 50, generator=torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)
+    torch.randint(env.num_maps, (64,), generator=g)  # the maps, then the starts, then the uniforms
+    start = torch.randint(env.n_nodes, (64,), generator=g)
+    u = torch.rand(64, 50, env.n_actions, generator=g)
+    want = [start]
+    for t in range(50):
+        options = env.next_node[want[-1]]
+        want.append(options.gather(1, u[:, t].masked_fill(options < 0, -1).argmax(-1, keepdim=True)).squeeze(1))
+    assert torch.equal(pos, torch.stack(want, 1))
+
+
 def test_observations_match_the_map():
-    env = GridWorld(size=7, n_obs=10, num_maps=5, seed=3)
+    env = GridWorld(TaskConfig(size=7, n_obs=10, num_maps=5, seed=3))
     obs, _, pos, map_id = env.walk(64, 40)
     assert torch.equal(obs, env.maps[map_id[:, None], pos])
     assert env.maps.shape == (5, 49) and env.maps.dtype == torch.long
 
 
 def test_maps_are_a_function_of_the_seed_and_novel_maps_are_new():
-    a, b = GridWorld(seed=7), GridWorld(seed=7)
-    assert torch.equal(a.maps, b.maps) and not torch.equal(a.maps, GridWorld(seed=8).maps)
+    a, b = GridWorld(TaskConfig(seed=7)), GridWorld(TaskConfig(seed=7))
+    assert torch.equal(a.maps, b.maps) and not torch.equal(a.maps, GridWorld(TaskConfig(seed=8)).maps)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     obs, _, pos, map_id = a.walk(64, 200, novel=True, generator=g1)
     assert torch.equal(obs, a.walk(64, 200, novel=True, generator=g2)[0])  # reproducible
@@ -158,7 +193,7 @@ def test_visited_in_context_on_hand_made_walks():
 def test_batches_are_slices_of_one_walk_draw_and_resume_exactly():
     # Batches draws `ahead` batches with one env.walk call: the walks are env.walk's own, whose
     # distribution the tests above check, cut into consecutive batches.
-    env = GridWorld(size=5, num_maps=3, seed=4)
+    env = GridWorld(TaskConfig(size=5, num_maps=3, seed=4))
     draw_g0 = tiny_model().random_g0
     state = env.generator.get_state()
     batches = Batches(env, 8, 10, draw_g0, ahead=3)
@@ -172,12 +207,12 @@ def test_batches_are_slices_of_one_walk_draw_and_resume_exactly():
     later = [batches.next() for _ in range(2)]  # a new draw, then one batch into it
     saved = batches.state()
     after = [batches.next() for _ in range(4)]
-    resumed = Batches(GridWorld(size=5, num_maps=3, seed=4), 8, 10, draw_g0, ahead=3)
+    resumed = Batches(GridWorld(TaskConfig(size=5, num_maps=3, seed=4)), 8, 10, draw_g0, ahead=3)
     resumed.load_state(saved)
     for a, b in zip(after, [resumed.next() for _ in range(4)]):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(later[0][0], obs[:8])
-    half = Batches(GridWorld(size=5, num_maps=3, seed=4), 8, 10, draw_g0, ahead=3, part=slice(4, 8))
+    half = Batches(GridWorld(TaskConfig(size=5, num_maps=3, seed=4)), 8, 10, draw_g0, ahead=3, part=slice(4, 8))
     assert torch.equal(half.next()[0], obs[4:8])  # a data-parallel process keeps its slice
 
 
@@ -197,7 +232,7 @@ def tiny_model(context=5, d_model=32, d_ff=64, d_rnn=16, **kw):
 
 
 def walks(T=20, B=3):
-    return GridWorld(size=5, seed=0).walk(B, T)
+    return GridWorld(TaskConfig(size=5, seed=0)).walk(B, T)
 
 
 @pytest.mark.parametrize("tem_t", [False, True])
@@ -675,19 +710,18 @@ def same_losses(one, two):
 
 
 def test_two_process_data_parallel_gives_the_same_losses(one_process_run, tmp_path):
-    torchrun(*DATA_PARALLEL, "--max_iters", "6", "--out_dir", str(tmp_path))
+    assert DATA_PARALLEL[:2] == ["--preset", "small"]  # left out: the preset this machine chooses, small on a CPU
+    r = torchrun(*DATA_PARALLEL[2:], "--max_iters", "6", "--out_dir", str(tmp_path))
     same_losses(read_log(one_process_run), read_log(tmp_path))
+    assert r.stdout.count("no preset given") == 1, r.stdout  # every process chose it: process 0 alone says so
 
 
-def test_under_torchrun_process_0_alone_speaks(tmp_path, monkeypatch, capsys):
-    # every process reads the same flags: one says what was chosen, or what is wrong
+def test_under_torchrun_process_0_alone_speaks(monkeypatch, capsys):
+    # every process reads the same flags: one says what is wrong (and what was chosen: the test above)
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as e:
         train.main(["--alpha", "-1"])
     assert e.value.code == 2 and capsys.readouterr().err == ""
-    monkeypatch.delenv("RANK")
-    r = torchrun(*TINY[2:], "--max_iters", "2", "--eval_interval", "2", "--out_dir", str(tmp_path))  # no --preset
-    assert r.stdout.count("no preset given") == 1, r.stdout
 
 
 def test_a_one_process_run_resumed_on_two_goes_on_with_its_walks(one_process_run, tmp_path):
@@ -942,7 +976,7 @@ def context_only(context):
 
 
 def rates(predict, novel, walks=256, walk_len=40, context=8):
-    env = GridWorld(size=5, n_obs=10, num_maps=3, seed=0)
+    env = GridWorld(TaskConfig(size=5, n_obs=10, num_maps=3, seed=0))
     gen = torch.Generator().manual_seed(7)
     return memory.error_rates(predict, env, context, walk_len, gen, novel, max_se=0, max_walks=walks, batch=100)
 
@@ -967,7 +1001,7 @@ def test_context_only_predictor_has_zero_wm_and_chance_rm_error():
 
 
 def test_ideal_observer_knows_a_map_of_distinct_tokens_from_one_observation():
-    env = GridWorld(size=3, n_obs=9, num_maps=1, seed=0)
+    env = GridWorld(TaskConfig(size=3, n_obs=9, num_maps=1, seed=0))
     env.maps[0] = torch.randperm(9, generator=torch.Generator().manual_seed(0))  # every node its own token
     r = memory.error_rates(memory.ideal_observer(env, 1), env, 1, 30, torch.Generator().manual_seed(1), max_se=0,
                             max_walks=64)
@@ -975,7 +1009,7 @@ def test_ideal_observer_knows_a_map_of_distinct_tokens_from_one_observation():
 
 
 def test_ideal_observer_is_never_wrong_on_wm_and_gains_from_context():
-    env = GridWorld(size=5, n_obs=10, num_maps=3, seed=0)
+    env = GridWorld(TaskConfig(size=5, n_obs=10, num_maps=3, seed=0))
     rm = {}
     for context in (2, 8):
         r = memory.error_rates(memory.ideal_observer(env, context), env, context, 40, torch.Generator().manual_seed(7),
@@ -986,8 +1020,20 @@ def test_ideal_observer_is_never_wrong_on_wm_and_gains_from_context():
     assert rm[8] < rm[2] < 0.9 and rm[8] < guess["rm_error"], (rm, guess["rm_error"])
 
 
+def test_start_likelihood_is_the_product_of_the_rules_move_probabilities(monkeypatch):
+    # a 3x3 grid, actions stay, east, stay: from the centre (node 4) and from its east neighbour (node 5)
+    monkeypatch.setitem(WALKS, "sticky", sticky)
+    act = torch.tensor([[0, 1, 0]])
+    for walk, centre in (("uniform", [1 / 5, 1 / 5, 1 / 4]), ("sticky", [3 / 7, 1 / 7, 3 / 6])):
+        env = GridWorld(TaskConfig(size=3, num_maps=1, walk=walk))
+        node, log_p = memory.start_log_likelihood(env, act)
+        assert node[0, :, 4].tolist() == [4, 4, 5, 5]
+        torch.testing.assert_close(log_p[0, :, 4].exp(), torch.tensor(centre).cumprod(0))
+        assert log_p[0, 0, 5] == pytest.approx(math.log(centre[2])) and log_p[0, 1:, 5].tolist() == [-math.inf] * 2  # east of the edge
+
+
 def test_sampling_stops_once_standard_errors_are_small():
-    env, gen = GridWorld(size=5, num_maps=3), torch.Generator().manual_seed(0)
+    env, gen = GridWorld(TaskConfig(size=5, num_maps=3)), torch.Generator().manual_seed(0)
     r = memory.error_rates(oracle, env, 8, 40, gen, max_se=0.005, max_walks=10000, batch=50)
     assert r["walks"] == 50  # zero error: SE 0 after the first batch
     r = memory.error_rates(constant, env, 8, 40, torch.Generator().manual_seed(0), True, 0.01, 10000, batch=20)
@@ -1041,7 +1087,7 @@ def test_observation_share_of_known_maps():
 
 
 def test_gaussian_bumps_are_place_cells_and_noise_is_not():
-    env = GridWorld(size=7, num_maps=1, seed=0)
+    env = GridWorld(TaskConfig(size=7, num_maps=1, seed=0))
     _, _, pos, _ = env.walk(2, 3000, generator=torch.Generator().manual_seed(0))
     pos = pos.flatten().numpy()
     rng = np.random.default_rng(0)
@@ -1062,7 +1108,7 @@ def test_gaussian_bumps_are_place_cells_and_noise_is_not():
 def test_a_near_silent_unit_is_caught_although_its_si_is_high():
     # SI is scale-free: a place field scaled by 1e-12 has the SI of the field, and passes the
     # shuffle test. Its rate map's spread, a trillionth of the others', marks it silent.
-    env = GridWorld(size=5, num_maps=1, seed=0)
+    env = GridWorld(TaskConfig(size=5, num_maps=1, seed=0))
     _, _, pos, _ = env.walk(1, 4000, generator=torch.Generator().manual_seed(1))
     pos = pos[0].numpy()
     rng = np.random.default_rng(1)
@@ -1080,7 +1126,7 @@ def test_a_place_cell_needs_a_stable_field_at_a_scale_that_matters():
     # (3, 3) during the first 1000 steps of walk 0, a peak made by a few of the node's visits; unit 2
     # is unit 0 scaled by 1e-12. SI and the shuffle test alone pass all but unit 2 (silent); only
     # unit 0's field repeats in the odd walks what it does in the even ones.
-    env = GridWorld(size=7, num_maps=1, seed=0)
+    env = GridWorld(TaskConfig(size=7, num_maps=1, seed=0))
     _, _, pos, _ = env.walk(4, 3000, generator=torch.Generator().manual_seed(2))
     rng = np.random.default_rng(2)
     row, col = pos // 7, pos % 7
@@ -1120,7 +1166,7 @@ def test_rate_maps_average_activity_per_node():
 # ---- the model: chunking, unit layout and silencing
 
 def test_chunked_long_walk_equals_unchunked():
-    model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
+    model, env = tiny_model(context=4, **SMALL), GridWorld(TaskConfig(size=5, num_maps=2, seed=0))
     obs, act, pos, _ = env.walk(3, 37, generator=torch.Generator().manual_seed(1))
     g0 = torch.randn(3, 8) / math.sqrt(8)
     whole_logits, whole_units = memory.forward_chunked(model, obs[:, :-1], act, g0, chunk=1000, record=True)
@@ -1132,7 +1178,7 @@ def test_chunked_long_walk_equals_unchunked():
 
 
 def test_attention_units_are_lagged_weights_and_g_is_the_asked_node():
-    model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
+    model, env = tiny_model(context=4, **SMALL), GridWorld(TaskConfig(size=5, num_maps=2, seed=0))
     obs, act, _, _ = env.walk(2, 10, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         _, rec = memory.activity(model, obs[:, :-1], act, torch.zeros(2, 8) + 0.1)
@@ -1196,7 +1242,7 @@ def test_layer_halves_compare_place_cells_with_other_neurons_as_active():
 
 
 def test_silencing_hook_zeroes_exactly_the_named_units():
-    model, env = tiny_model(context=4, **SMALL), GridWorld(size=5, num_maps=2, seed=0)
+    model, env = tiny_model(context=4, **SMALL), GridWorld(TaskConfig(size=5, num_maps=2, seed=0))
     obs, act, _, _ = env.walk(2, 12, generator=torch.Generator().manual_seed(1))
     g0 = torch.randn(2, 8)
     with torch.no_grad():
@@ -1220,7 +1266,7 @@ def test_silencing_hook_zeroes_exactly_the_named_units():
 
 @pytest.mark.parametrize("n_actions", [4, 5])
 def test_loop_walks_return_to_the_loop_start_by_legal_moves(n_actions):
-    env = GridWorld(size=4, num_maps=2, n_actions=n_actions, seed=0)
+    env = GridWorld(TaskConfig(size=4, num_maps=2, n_actions=n_actions, seed=0))
     obs, act, pos, maps = memory.loop_walks(env, 300, 6, torch.Generator().manual_seed(0), novel=True)
     assert act.shape == (300, 10) and pos.shape == (300, 11)
     assert torch.equal(env.next_node[pos[:, :-1], act], pos[:, 1:])  # every move legal and as recorded
@@ -1253,7 +1299,7 @@ def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
     (tmp_path / "truncated" / "ckpt.pt").write_bytes(open(tiny_runs / "a" / "ckpt.pt", "rb").read()[:5000])
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign" / "ckpt.pt")
     good = torch.load(tiny_runs / "a" / "ckpt.pt", weights_only=True)
-    torch.save({**good, "args": {}}, tmp_path / "no_args" / "ckpt.pt")
+    torch.save({k: v for k, v in good.items() if k != "task_config"} | {"args": {}}, tmp_path / "no_args" / "ckpt.pt")
     good["model_config"]["d_ff"] += 1
     torch.save(good, tmp_path / "wrong_shapes" / "ckpt.pt")
     # The real command line once, for the exit status and a stderr free of tracebacks.
@@ -1262,8 +1308,8 @@ def test_bad_inputs_exit_2_with_one_line(tiny_runs, tmp_path, capsys):
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith(f"analyze.py: error: {tmp_path / 'truncated' / 'ckpt.pt'}: not a readable checkpoint")
     before = sorted(os.listdir(tiny_runs / "a"))
-    cases = {"nowhere": "no such directory", "afile": "not a directory", "empty": "no checkpoint", "foreign": "missing model",
-             "no_args": "missing act", "wrong_shapes": "size mismatch"}
+    cases = {"nowhere": "no such directory", "afile": "not a directory", "empty": "no checkpoint",
+             "foreign": "missing args, model", "no_args": "missing size, n_obs", "wrong_shapes": "size mismatch"}
     for name, why in cases.items():
         with pytest.raises(SystemExit) as e:
             analyze.main([str(tiny_runs / "a"), str(tmp_path / name)])  # checked before any run is analysed
@@ -1398,10 +1444,16 @@ def test_end_to_end_one_run_and_comparison(tiny_runs, tmp_path, capsys, axes_wit
     assert (got["rm_fall_last_quarter"], got["rm_fall_last_quarter_se"]) == (m["rm_fall_last_quarter"], m["rm_fall_last_quarter_se"])
     capsys.readouterr()
     analyze.summary(m, 2)  # learning speed and plateau from the log, and none made up without one
-    analyze.summary({**m, **compare.learning_speed(None)}, 2)
-    with_log, without = capsys.readouterr().out.split(m["run"] + ":")[1:]
+    with_log = capsys.readouterr().out
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "log.csv").write_text("step,loss\n1,oops\n")
+    for folder, state in (("nolog", "missing"), ("garbled", "unreadable")):
+        analyze.summary({**m, **compare.learning_speed(None), "run": str(tmp_path / folder)}, 2)
+        without = capsys.readouterr().out
+        assert f"log.csv is {state}, so no learning speed" in without and "not reached" not in without
     assert "learning, from log.csv: RM <= 0.5" in with_log  # (two logged steps: no plateau to judge)
-    assert "no log.csv" in without and "not reached" not in without
+    assert plots.read_log(str(tmp_path / "garbled" / "log.csv")) is None
+    assert "garbled/log.csv is unreadable (ValueError" in capsys.readouterr().err
     # A second comparison reads the metrics back instead of recomputing them, unless the flags differ.
     analyze.main([a, b, "--quick", "--out", str(tmp_path), "--no_figures"])
     assert capsys.readouterr().out.count("read back") == 2
@@ -1413,7 +1465,7 @@ def test_metrics_made_on_another_kind_of_device_are_not_read_back(tiny_runs, mon
     # a CUDA generator draws other walks than a CPU one: the numbers are not the same analysis
     a = str(tiny_runs / "a")
     analyze.main([a, "--quick", "--no_figures", "--device", "cpu"])
-    ckpt = torch.load(tiny_runs / "a" / "ckpt.pt", weights_only=True)
+    ckpt = analyze.load_run(a, "cpu")[2]
     assert analyze.previous_metrics(a, ckpt, analyze.parse_args([a, "--quick", "--no_figures", "--device", "cpu"]))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     on_cuda = analyze.parse_args([a, "--quick", "--no_figures", "--device", "cuda"])
@@ -1476,7 +1528,7 @@ def official_reference(sd, c, obs, act, g0):
     sd: a state_dict in the official key layout. Returns logits (B, T, n_obs)."""
     t_, L, H = "transformer.", c.n_layer, c.n_head
     d, hd, S, M = c.d_model, c.d_model // c.n_head, c.segment, c.mem_len
-    act_fn = make_activation(c.act, c.alpha, c.beta)
+    act_fn = make_activation(c.act, c.d_ff, c.alpha, c.beta)
     W = sd["rnn.weight"]
     B, T = obs.shape
 
@@ -1778,3 +1830,159 @@ def test_the_xl_study_tables_come_out_of_the_committed_logs():
     rows = [line for line in results[results.index("### The study under the xl model"):].splitlines() if line.startswith("| ")]
     printed = set(out.stdout.splitlines())
     assert len(rows) > 90 and [r for r in rows if r not in printed] == []  # every row of those sections, as printed
+
+
+# ---- the README's recipes ("Make it yours"), each done as it says -------------------------------
+
+class NMDAPerNeuron(torch.nn.Module):
+    """The recipe's activation: NMDA with a learnable alpha for each neuron of the layer."""
+
+    def __init__(self, width, alpha, beta):
+        super().__init__()
+        self.alpha, self.beta = torch.nn.Parameter(torch.full((width,), float(alpha))), beta
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.beta * x - self.alpha.log())
+
+
+def test_recipe_an_activation_with_a_parameter_per_neuron(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ACTIVATIONS, "nmda_per_neuron", lambda width, alpha, beta: NMDAPerNeuron(width, alpha, beta))
+    monkeypatch.setitem(FORMULAS, "nmda_per_neuron", FORMULAS["nmda"])  # at its initial alpha
+    test_each_registered_activation_computes_its_formula()  # the formula test takes it in as it is
+    run = str(tmp_path / "run")
+    train.main(TINY + ["--act", "nmda_per_neuron", "--max_iters", "4", "--eval_interval", "2", "--out_dir", run])
+    alpha = torch.load(os.path.join(run, "ckpt.pt"), weights_only=True)["model"]["blocks.0.mlp.act.alpha"]
+    assert alpha.shape == (64,) and len(alpha.unique()) > 1  # one per neuron of d_ff 64, each learned on its own
+    analyze.main([run, "--quick", "--no_figures"])
+    assert "nmda_per_neuron α=10 β=1, 4 maps" in capsys.readouterr().out  # labelled with its own settings
+    assert plots.act_label({"act": "gelu", "alpha": 3.0, "beta": 2.0}) == "gelu"  # which gelu is not built from
+
+
+def test_recipe_a_task_setting_flows_from_the_command_line_to_the_analysis(tmp_path, monkeypatch, capsys):
+    # The recipe's edits, made with monkeypatch: a field `stay` in env.TaskConfig, and a walk rule that reads it.
+    import checkpoint
+    import env as env_module
+    Task = dataclasses.make_dataclass("TaskConfig", [("stay", float, env_module.setting(1.0, "stay's weight"))],
+                                      bases=(TaskConfig,))
+    for module in (env_module, train, checkpoint):
+        monkeypatch.setattr(module, "TaskConfig", Task)
+    monkeypatch.setitem(WALKS, "lazy", lambda env: (env.next_node >= 0) * torch.tensor([env.cfg.stay, 1, 1, 1, 1]))
+    for stay in ("1", "4"):
+        train.main(TINY + ["--walk", "lazy", "--stay", stay, "--max_iters", "2", "--eval_interval", "2",
+                           "--out_dir", str(tmp_path / stay)])
+    model, env, ckpt = analyze.load_run(str(tmp_path / "4"), "cpu")
+    assert ckpt["task_config"]["stay"] == 4 and env.cfg.stay == 4.0 and env.move_weights[12].tolist() == [4, 1, 1, 1, 1]
+    capsys.readouterr()
+    analyze.main([str(tmp_path / "1"), str(tmp_path / "4"), "--quick", "--no_figures", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert json.load(open(tmp_path / "4" / "metrics.json"))["task_config"]["stay"] == 4
+    for table in out.split("mean ± standard error over seeds")[1:]:  # the runs told apart in every table
+        assert "stay=1.0" in table and "stay=4.0" in table
+    monkeypatch.undo()  # code without the setting refuses the runs that have it, naming it
+    with pytest.raises(SystemExit) as e:
+        analyze.main([str(tmp_path / "4")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "task setting 'stay' is unknown to this code" in err
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", "--out_dir", str(tmp_path / "4")])
+    assert e.value.code == 2 and "'stay' is unknown" in capsys.readouterr().err
+
+
+def min_rm_error(log):
+    """The recipe's metric: the lowest familiar RM error of the training log (None without a log)."""
+    return {"min_rm_error": None if log is None else float(log["rm_error"].min())}
+
+
+def test_recipe_a_metric_is_a_small_function_tested_on_a_known_case(tiny_runs, tmp_path, monkeypatch, capsys):
+    assert min_rm_error({"rm_error": np.array([0.8, 0.3, 0.4])}) == {"min_rm_error": 0.3}
+    assert min_rm_error(None) == {"min_rm_error": None}
+    # the recipe's line in analyze_run, made with monkeypatch: the learning-speed step returns it too
+    real = compare.learning_speed
+    monkeypatch.setattr(compare, "learning_speed", lambda log: {**real(log), **min_rm_error(log)})
+    monkeypatch.setattr(compare, "SUMMARY", compare.SUMMARY + ("min_rm_error",))
+    runs = [shutil.copytree(tiny_runs / name, tmp_path / name, ignore=shutil.ignore_patterns("*.json", "*.png"))
+            for name in ("a", "b")]
+    analyze.main([str(r) for r in runs] + ["--quick", "--no_figures", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    m = json.load(open(runs[0] / "metrics.json"))
+    assert m["min_rm_error"] == min(float(r["rm_error"]) for r in read_log(runs[0]))
+    assert f"min_rm_error {m['min_rm_error']:.3f}" in out  # in analyze.py's summary of the run
+    assert "min_rm_error" in out.split("mean ± standard error")[-1]  # in compare.py's tables
+    assert "min_rm_error" in open(tmp_path / "summary.csv").readline()
+
+
+# ---- settings, numbers and messages that cannot go silently wrong --------------------------------
+
+def test_metrics_are_read_back_only_from_this_checkpoint_and_this_code(tiny_runs, tmp_path, monkeypatch, capsys):
+    run = shutil.copytree(tiny_runs / "a", tmp_path / "a", ignore=shutil.ignore_patterns("*.json", "*.png"))
+    argv = [str(run), "--quick", "--no_figures"]
+    analyze.main(argv)
+    analyze.main(argv)
+    assert capsys.readouterr().out.count("read back") == 1
+    monkeypatch.setattr(compare, "code_version", lambda: "the code, edited")  # any .py file changed
+    analyze.main(argv)
+    assert "read back" not in capsys.readouterr().out
+    monkeypatch.undo()
+    analyze.main(argv)  # made by the edited code: not this code's
+    assert "read back" not in capsys.readouterr().out
+    ckpt = torch.load(run / "ckpt.pt", weights_only=True)
+    ckpt["model"]["head.weight"][0, 0] += 1  # the same step, other weights
+    torch.save(ckpt, run / "ckpt.pt")
+    analyze.main(argv)
+    assert "read back" not in capsys.readouterr().out
+    compare.main([str(run), "--out", str(tmp_path), "--no_figures"])  # compare.py reads back, and says by whom
+    assert "note:" not in capsys.readouterr().out
+    m = json.load(open(run / "metrics.json"))
+    json.dump({**m, "code": "older"}, open(run / "metrics.json", "w"))
+    compare.main([str(run), "--out", str(tmp_path), "--no_figures"])
+    assert "note: 1 of the 1 runs were analysed by other code than this" in capsys.readouterr().out
+
+
+def test_a_quick_run_needs_no_other_flag(tmp_path, capsys):
+    i = TINY.index("--warmup_iters")
+    argv = TINY[:i] + TINY[i + 2:]  # the preset's warm-up: 200 steps
+    train.main(argv + ["--max_iters", "10", "--eval_interval", "5", "--out_dir", str(tmp_path / "quick")])
+    assert torch.load(tmp_path / "quick" / "ckpt.pt", weights_only=True)["args"]["warmup_iters"] == 1  # a tenth
+    assert [r["step"] for r in read_log(tmp_path / "quick")] == ["5", "10"]
+    with pytest.raises(SystemExit) as e:  # a warm-up given on the command line is the user's: too long, an error
+        train.main(argv + ["--max_iters", "10", "--warmup_iters", "300", "--out_dir", str(tmp_path / "given")])
+    assert e.value.code == 2 and "--warmup_iters 300 must be at most --max_iters 10" in capsys.readouterr().err
+
+
+def test_compare_tells_apart_runs_that_differ_in_one_setting(tiny_runs, capsys, tmp_path):
+    run = shutil.copytree(tiny_runs / "a", tmp_path / "a", ignore=shutil.ignore_patterns("*.json", "*.png"))
+    analyze.main([str(run), "--quick", "--no_figures"])
+    m = json.load(open(run / "metrics.json"))
+    args = m.pop("args")
+    runs = [dict(dir=f"run{n}", args={**args, "n_actions": n}, metrics=m) for n in (4, 5)]
+    compare.compare(runs, str(tmp_path), figures=False)
+    out = capsys.readouterr().out
+    tables = out.split("\n\n")
+    assert sum("n_actions=4" in t and "n_actions=5" in t for t in tables) >= 4  # runs, each summary, learning
+    gelu = [dict(dir=f"g{a}", args={**args, "act": "gelu", "alpha": a}, metrics=m) for a in (0.0, 10.0)]
+    assert len(compare.groups(gelu, ())) == 1  # alpha does not shape gelu: one setting, two seeds' worth
+
+
+def test_messages_say_what_the_file_or_flag_is(tiny_runs, tmp_path, capsys):
+    official_ckpt = os.path.join(HERE, "..", "shared", "official-ckpt", "checkpoint.pt")
+    trimmed = {k: v for k, v in torch.load(tiny_runs / "a" / "ckpt.pt", weights_only=True).items()
+               if k in ("model", "task_config", "model_config", "args", "step")}  # as gpucheck.py keeps them
+    for name, write in (("trimmed", lambda p: torch.save(trimmed, p)),
+                        ("official", lambda p: shutil.copy(official_ckpt, p) if os.path.exists(official_ckpt) else
+                         torch.save({"state_dict": {}, "maps": np.zeros((1, 4)), "config": {}}, p))):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / "ckpt.pt")
+    copy = shutil.copytree(tiny_runs / "a", tmp_path / "copy")
+    analyze.main([str(copy), "--quick", "--no_figures"])
+    capsys.readouterr()
+    cases = [(train.main, ["--resume", "--out_dir", str(tmp_path / "trimmed")], "holds the weights and settings alone"),
+             (train.main, ["--walk", "nope", "--out_dir", str(tmp_path / "new")], "--walk must be one of uniform"),
+             (analyze.main, [str(tiny_runs / "a"), str(copy), "--quick"], "hold the same checkpoint"),
+             (compare.main, [str(copy), str(copy)], "hold the same run")]
+    if os.path.exists(official_ckpt):
+        cases.append((train.main, ["--resume", "--out_dir", str(tmp_path / "official")], "the official release's"))
+    for entry, argv, needle in cases:
+        with pytest.raises(SystemExit) as e:
+            entry(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and needle in err[0], (argv, err)
