@@ -344,10 +344,10 @@ def analyze_run(run_dir, model, env, ckpt, opts):
     m.update(compare.learning_speed(log))
     m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
          ((k, v.item() if hasattr(v, "item") else v) for k, v in m.items())}  # plain JSON numbers
-    settings = dict(args=args, task_config=asdict(env.cfg), model_config=asdict(cfg))  # for compare.py
-    files = {"metrics.json": json.dumps({**m, **settings}, indent=1) + "\n"}
+    m.update(args=args, task_config=asdict(env.cfg), model_config=asdict(cfg))  # the run's settings, for compare.py
+    files = {"metrics.json": json.dumps(m, indent=1) + "\n"}
     if not opts.no_figures:
-        title = f"{run_dir}: {plots.act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {ckpt['step']}"
+        title = f"{run_dir}: {plots.act_label(m)}, {plots.task_label(asdict(env.cfg))}, step {ckpt['step']}"
         if log is not None:
             files["training.png"] = plots.fig_training(log, chance, title)
         files["rate_maps.png"] = plots.fig_rate_maps(scores, is_place, kinds, names, env.size)
@@ -368,7 +368,7 @@ def summary(m, n_layer):
     def num(key):
         return "  n/a" if m[key] is None else f"{m[key]:.3f}"
 
-    print(f"{m['run']}: {plots.act_label(m)}, {m['num_maps']} maps, seed {m['seed']}, step {m['step']}. "
+    print(f"{m['run']}: {plots.act_label(m)}, {plots.task_label(m['task_config'])}, step {m['step']}. "
           f"Errors over walks of {m['walk_len']} steps, ± SE over walks (chance {m['chance']:.3f}):")
     for pre, name in (("", "familiar"), ("novel_", "novel")):
         print(f"  {name:8s}  WM {num(pre + 'wm_error')} ± {num(pre + 'wm_error_se')} ({m[pre + 'wm_steps']} steps)"
@@ -445,9 +445,9 @@ def main(argv=None):
         else:
             done = (f"read back {d}/metrics.json: made from this very checkpoint by this very code, with the same "
                     "flags on the same kind of device (--redo recomputes)")
+        summary(m, model.cfg.n_layer)
         for k in ("args", "task_config", "model_config"):
             m.pop(k, None)
-        summary(m, model.cfg.n_layer)
         print("  " + done)
         runs.append(dict(dir=d, args=ckpt["args"], metrics=m))
     if len(runs) > 1:

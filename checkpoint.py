@@ -8,7 +8,7 @@ ckpt.pt holds "model" (the weights), "task_config" (env.TaskConfig), "model_conf
 exactly (RESUME_KEYS). The official release's checkpoint.pt is read as one of ours (official.as_run).
 """
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import torch
 
@@ -34,6 +34,12 @@ def load(path):
     with torch.serialization.safe_globals(official.ALLOWED):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return official.as_run(ckpt) if official.is_official(ckpt) else ckpt
+
+
+def upgrade(args):
+    """A checkpoint's flags as today's: a task setting it predates takes its default (a new task
+    setting's default is what runs did before it), any other it predates takes OLDER's value."""
+    return {**asdict(TaskConfig()), **OLDER, **args}
 
 
 def configs(ckpt):

@@ -115,7 +115,7 @@ def pearson(x, y):
 def setting(args):
     """What a run is, for grouping: its flags but the seed and NOT_SETTINGS, with OLDER's value for a
     setting it predates, and without the activation settings its activation is not built from."""
-    args = {**checkpoint.OLDER, **args}
+    args = checkpoint.upgrade(args)
     unused = {"alpha", "beta"} - set(settings_of(args["act"])) if args["act"] in ACTIVATIONS else set()
     return {k: v for k, v in args.items() if k not in NOT_SETTINGS | unused | {"seed"}}
 
@@ -214,6 +214,10 @@ def compare(runs, out, figures=True):
     if other:  # read back from metrics.json, which an older version of the code may have made
         print(f"note: {len(other)} of the {len(runs)} runs were analysed by other code than this; "
               f"python analyze.py --redo {' '.join(other[:3])}{' ...' if len(other) > 3 else ''} analyses them anew\n")
+    lacking = sorted({k for r in runs for k in r.get("lacks", ())})
+    if lacking:
+        print(f"note: {', '.join(lacking)}: n/a for the runs analysed before it was a metric; python analyze.py "
+              "--redo RUN computes it\n")
     summary_rows = seed_table(runs)
     print_tables(runs, summary_rows, chance)
     files = {"runs.csv": csv_text([r["metrics"] for r in runs]), "summary.csv": csv_text(summary_rows)}
@@ -430,8 +434,10 @@ def load(run_dir):
         assert isinstance(args, dict)
         for k in ("task_config", "model_config"):  # kept in metrics.json for the record; args has them too
             m.pop(k, None)
-        missing = [k for k in dict.fromkeys(("chance", *SUMMARY, *RUN_COLUMNS)) if k not in m]
+        missing = [k for k in dict.fromkeys(("chance", *RUN_COLUMNS)) if k not in m]
         assert not missing, f"it lacks {', '.join(missing[:3])}"
+        lacks = [k for k in SUMMARY if k not in m]  # metrics added since the run was analysed: n/a
+        m.update(dict.fromkeys(lacks))
         if "rm_fall_last_quarter" not in m:  # a metrics.json from before plateau(): from the run's log
             m.update(plateau(plots.read_log(os.path.join(run_dir, "log.csv"))))
     except FileNotFoundError:
@@ -439,7 +445,7 @@ def load(run_dir):
     except (OSError, ValueError, KeyError, AttributeError, AssertionError) as e:
         why = f"{type(e).__name__}: {e}" if isinstance(e, AssertionError) else type(e).__name__
         die(f"{path}: not a metrics.json of analyze.py ({why}); python analyze.py --redo {run_dir} writes it anew")
-    return dict(dir=run_dir, args=args, metrics=m)
+    return dict(dir=run_dir, args=args, metrics=m, lacks=lacks)
 
 
 def main(argv=None):

@@ -6,8 +6,9 @@ silencing. Every fig_* returns a PNG's bytes; write_all puts them (and any other
 import csv
 import io
 import os
-import tempfile
 import sys
+import tempfile
+from dataclasses import asdict
 
 import matplotlib
 
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import silencing  # noqa: E402
+from env import TaskConfig  # noqa: E402
 from nmda import ACTIVATIONS, settings_of  # noqa: E402
 
 
@@ -49,10 +51,19 @@ def write_all(folder, files):
 
 def act_label(args):
     """A run's activation in words with the settings it is built from (nmda.settings_of), e.g.
-    'nmda α=10 β=1' or 'gelu'. args: a run's flags (or metrics)."""
+    'nmda α=10 β=1' or 'gelu'; for an activation that learns them, their starting values. args: a
+    run's flags (or metrics)."""
     names = {"alpha": "α", "beta": "β"}
     takes = settings_of(args["act"]) if args["act"] in ACTIVATIONS else ("alpha", "beta")  # unknown here: both
     return " ".join([args["act"]] + [f"{names.get(p, p)}={args[p]:g}" for p in takes])
+
+
+def task_label(task):
+    """A run's task in words (task: its task_config): its maps and seed, and every other task setting
+    unlike the paper's, e.g. '4 maps, seed 0, size 7, walk sticky'."""
+    paper = asdict(TaskConfig())
+    others = [f"{k} {v}" for k, v in task.items() if k not in ("num_maps", "seed") and k in paper and v != paper[k]]
+    return ", ".join([f"{task['num_maps']} maps", f"seed {task['seed']}", *others])
 
 
 LOG_COLUMNS = ("step", "loss", "wm_error", "rm_error", "novel_wm_error", "novel_rm_error", "elapsed_s")

@@ -130,12 +130,14 @@ def test_four_action_walks_never_stay():
 
 
 def sticky(env):
-    """A walk rule for the tests: staying is 3 times as likely as any one move."""
-    return (env.next_node >= 0) * torch.tensor([3.0] + [1.0] * (env.n_actions - 1))
+    """The README's walk rule: staying put is 3 times as likely as each move (the stay move leads to the
+    node itself; with n_actions 4 there is none)."""
+    return (env.next_node >= 0) + 2.0 * (env.next_node == torch.arange(env.n_nodes, device=env.device)[:, None])
 
 
-def test_a_walk_rule_draws_each_move_with_its_weight(monkeypatch):
+def test_recipe_a_walk_rule_draws_each_move_with_its_weight(monkeypatch):
     monkeypatch.setitem(WALKS, "sticky", sticky)
+    assert GridWorld(TaskConfig(size=5, num_maps=1, n_actions=4, walk="sticky")).move_weights.max() == 1  # no stay
     env = GridWorld(TaskConfig(size=5, num_maps=1, walk="sticky"))
     _, act, pos, _ = env.walk(4000, 30)
     assert torch.equal(env.next_node[pos[:, :-1], act], pos[:, 1:])  # legal moves only
@@ -1835,14 +1837,15 @@ def test_the_xl_study_tables_come_out_of_the_committed_logs():
 # ---- the README's recipes ("Make it yours"), each done as it says -------------------------------
 
 class NMDAPerNeuron(torch.nn.Module):
-    """The recipe's activation: NMDA with a learnable alpha for each neuron of the layer."""
+    """The recipe's activation: NMDA with a learnable alpha for each neuron of the layer, learned as
+    log alpha (alpha stays positive; alpha = 0 is log alpha = -inf, the identity, with no gradient)."""
 
     def __init__(self, width, alpha, beta):
         super().__init__()
-        self.alpha, self.beta = torch.nn.Parameter(torch.full((width,), float(alpha))), beta
+        self.log_alpha, self.beta = torch.nn.Parameter(torch.full((width,), float(alpha)).log()), beta
 
     def forward(self, x):
-        return x * torch.sigmoid(self.beta * x - self.alpha.log())
+        return x * torch.sigmoid(self.beta * x - self.log_alpha)
 
 
 def test_recipe_an_activation_with_a_parameter_per_neuron(tmp_path, monkeypatch, capsys):
@@ -1851,7 +1854,7 @@ def test_recipe_an_activation_with_a_parameter_per_neuron(tmp_path, monkeypatch,
     test_each_registered_activation_computes_its_formula()  # the formula test takes it in as it is
     run = str(tmp_path / "run")
     train.main(TINY + ["--act", "nmda_per_neuron", "--max_iters", "4", "--eval_interval", "2", "--out_dir", run])
-    alpha = torch.load(os.path.join(run, "ckpt.pt"), weights_only=True)["model"]["blocks.0.mlp.act.alpha"]
+    alpha = torch.load(os.path.join(run, "ckpt.pt"), weights_only=True)["model"]["blocks.0.mlp.act.log_alpha"].exp()
     assert alpha.shape == (64,) and len(alpha.unique()) > 1  # one per neuron of d_ff 64, each learned on its own
     analyze.main([run, "--quick", "--no_figures"])
     assert "nmda_per_neuron α=10 β=1, 4 maps" in capsys.readouterr().out  # labelled with its own settings
@@ -1870,6 +1873,8 @@ def test_recipe_a_task_setting_flows_from_the_command_line_to_the_analysis(tmp_p
     for stay in ("1", "4"):
         train.main(TINY + ["--walk", "lazy", "--stay", stay, "--max_iters", "2", "--eval_interval", "2",
                            "--out_dir", str(tmp_path / stay)])
+    older = {k: v for k, v in torch.load(tmp_path / "1" / "ckpt.pt", weights_only=True)["args"].items() if k != "stay"}
+    assert len(compare.groups([dict(args=older), dict(args={**older, "stay": 1.0})], ())) == 1  # older: the default
     model, env, ckpt = analyze.load_run(str(tmp_path / "4"), "cpu")
     assert ckpt["task_config"]["stay"] == 4 and env.cfg.stay == 4.0 and env.move_weights[12].tolist() == [4, 1, 1, 1, 1]
     capsys.readouterr()
@@ -1909,6 +1914,10 @@ def test_recipe_a_metric_is_a_small_function_tested_on_a_known_case(tiny_runs, t
     assert f"min_rm_error {m['min_rm_error']:.3f}" in out  # in analyze.py's summary of the run
     assert "min_rm_error" in out.split("mean ± standard error")[-1]  # in compare.py's tables
     assert "min_rm_error" in open(tmp_path / "summary.csv").readline()
+    b = json.load(open(runs[1] / "metrics.json"))
+    json.dump({k: v for k, v in b.items() if k != "min_rm_error"}, open(runs[1] / "metrics.json", "w"))  # before it
+    compare.main([str(r) for r in runs] + ["--out", str(tmp_path), "--no_figures"])
+    assert "note: min_rm_error: n/a for the runs analysed before it was a metric" in capsys.readouterr().out
 
 
 # ---- settings, numbers and messages that cannot go silently wrong --------------------------------

@@ -74,7 +74,8 @@ def parser(only_given=False):
     add("--preset", choices=["auto", *PRESETS], default="auto",
         help="paper: the paper's settings, for one GPU; small: for a 2-core CPU; auto: paper on a GPU, else small")
     add("--act", default="nmda", help=f"feed-forward activation: {', '.join(ACTIVATIONS)}")
-    add("--alpha", type=float, default=10.0, help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear")
+    add("--alpha", type=float, default=10.0, help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear; for an "
+                                                   "activation that learns alpha, its starting value")
     add("--beta", type=float, default=1.0, help="NMDA beta, the steepness of the gate")
     add("--tem_t", action="store_true",
         help="TEM-t attention: q, k from the position embedding, v from the sensory half of the normalised stream")
@@ -101,7 +102,7 @@ def parser(only_given=False):
     add("--batch_size", type=int, help="walks per optimizer step (global, over all processes)")
     add("--lr", type=float, help="Adam's peak learning rate")
     add("--warmup_iters", type=int, help="steps of linear warm-up from 0 to --lr, at most --max_iters; in a run "
-                                          "shorter than its preset's warm-up, a tenth of its steps")
+                                          "no longer than its preset's warm-up, a tenth of its steps")
     add("--decay", choices=["cosine", "linear", "none"],
         help="after the warm-up the rate falls to --min_lr at --max_iters along a cosine or a line, or stays")
     add("--min_lr", type=float, default=0.0, help="the rate at --max_iters")
@@ -132,8 +133,7 @@ def settle(argv):
     ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt")) if given.get("resume") else None
     saved = {}  # the checkpoint's settings
     if ckpt is not None:
-        saved = {**checkpoint.OLDER, **{k: v for k, v in ckpt["args"].items() if k not in MINE}}  # OLDER: what
-        # a run from before a setting existed did
+        saved = {k: v for k, v in checkpoint.upgrade(ckpt["args"]).items() if k not in MINE}
         fixed = sorted(k for k in given.keys() - NEW_ON_RESUME if given[k] != saved.get(k))
         if fixed:
             die(f"--{fixed[0]} cannot change when resuming: {out_dir}/ckpt.pt keeps its own settings "
@@ -151,7 +151,7 @@ def settle(argv):
         args.segment = XL[preset]["segment"] if args.segment is None else args.segment
         args.mem_len = (XL[preset]["mem_len"] if args.segment else 0) if args.mem_len is None else args.mem_len
     args.segment, args.mem_len = args.segment or 0, args.mem_len or 0
-    if ckpt is None and "warmup_iters" not in given and args.warmup_iters > args.max_iters:
+    if ckpt is None and "warmup_iters" not in given and args.warmup_iters >= args.max_iters:
         args.warmup_iters = args.max_iters // 10  # a quick run: the preset's warm-up shrinks with it
     if args.segment and "context" in given:
         die(f"--context {given['context']}: with segments a prediction sees its segment and --mem_len; give those")
@@ -479,10 +479,10 @@ def train(argv, signals):
         if rank:  # but each process its own dropout masks (rank 0 keeps the stream of a single process)
             torch.manual_seed(args.seed + rank)
         batches = Batches(env, args.batch_size, args.walk_len, model.random_g0, part=part)
-    except (RuntimeError, MemoryError) as e:  # sizes too large for this machine
-        die(f"the grid, model or walks do not fit in memory (--size {args.size}, --num_maps {args.num_maps}, "
-            f"--n_obs {args.n_obs}, --d_model {args.d_model}, --d_ff {args.d_ff}, --batch_size {args.batch_size}, "
-            f"--walk_len {args.walk_len}): {type(e).__name__}")
+    except (RuntimeError, MemoryError, ValueError) as e:  # sizes too large for this machine, or a rule that fails
+        die(f"the task, the model or the walks could not be built ({type(e).__name__}: {' '.join(str(e).split())[:160]}; "
+            f"--size {args.size}, --num_maps {args.num_maps}, --walk {args.walk}, --act {args.act}, --d_model "
+            f"{args.d_model}, --d_ff {args.d_ff}, --batch_size {args.batch_size}, --walk_len {args.walk_len})")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # float16 only
 
@@ -507,7 +507,7 @@ def train(argv, signals):
               f"{args.num_maps} maps, {args.arch} model, {seen} | {n_params / 1e6:.2f}M parameters | "
               f"{args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}"
               f"{f' x{world} processes' if ddp else ''} | lr {args.lr:g}, {args.decay} after {args.warmup_iters} "
-              f"warm-up steps")
+              f"warm-up step{'' if args.warmup_iters == 1 else 's'}")
         print(f"errors are arg-max error rates; chance is {1 - 1 / args.n_obs:.2f}. WM: the answer is in the "
               "context; RM: it is not")
 
