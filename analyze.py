@@ -26,12 +26,13 @@ import torch
 import checkpoint
 import cli
 import compare
+import gpu
 import place
 import plots
 import silencing
 from env import GridWorld
-from memory import draw_walks, error_rates, forward_chunked, ideal_observer, loop_accuracy, model_predictor
-from model import Model
+from memory import draw_walks, error_rates, forward_chunked, ideal_observer, lag_units, loop_accuracy, model_predictor
+from model import Model, reach, span, splits
 from nmda import settings_of
 
 # Flags left unset take DEFAULTS, or QUICK with --quick.
@@ -101,8 +102,8 @@ def parse_args(argv=None):
         die(f"--max_se must be a number >= 0 (got {opts.max_se})")
     if not all(math.isfinite(x) for x in (opts.si_floor, opts.stability, opts.att_spread)):
         die("--si_floor, --stability and --att_spread must be finite numbers")
-    if opts.device != "cpu" and not (opts.device.startswith("cuda") and torch.cuda.is_available()):
-        die(f"--device {opts.device!r} is not available here; use auto or cpu")
+    if gpu.unavailable(opts.device):  # the same rule as train.py's
+        die(gpu.unavailable(opts.device))
     return opts
 
 
@@ -174,7 +175,7 @@ def unit_kinds(model):
     cfg = model.cfg
     units = [("ffn", layer, f"FFN L{layer} #{i}") for layer in range(cfg.n_layer) for i in range(cfg.d_ff)]
     units += [("att", layer, f"att L{layer} H{h} lag {k}") for layer in range(cfg.n_layer)
-              for h in range(cfg.n_head) for k in range(model.lag_units)]
+              for h in range(cfg.n_head) for k in range(lag_units(cfg))]
     units += [("g", -1, f"g #{i}") for i in range(cfg.d_rnn)]
     kinds, layers, names = zip(*units)
     return np.array(kinds), np.array(layers), list(names)
@@ -188,7 +189,7 @@ def place_analysis(model, env, opts, gen, rng, progress):
     means over maps of score_map's si, null, silent, unstable, stability and obs_share, and of each
     unit's standard deviation over the steps (activity_sd); map 0's rate maps (rate) and tokens
     (tokens), the number of maps and the steps per map."""
-    C, kinds, per_map = model.span, unit_kinds(model)[0], []
+    C, kinds, per_map = span(model.cfg), unit_kinds(model)[0], []
     progress.stage("rate maps and shuffle tests, map by map", min(opts.rate_maps, env.num_maps))
     for m in range(min(opts.rate_maps, env.num_maps)):
         obs, act, pos, _ = draw_walks(env, opts.rate_walks, opts.rate_steps, gen, map_id=m)
@@ -217,7 +218,7 @@ def silenced_errors(model, env, walk_len, opts, progress):
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["silencing"])  # the same walks each time
         hooks = silencing.silence(model, mask.view(n_layer, -1))
         try:
-            r = error_rates(model_predictor(model, gen), env, model.reach, walk_len, gen, max_se=0,
+            r = error_rates(model_predictor(model, gen), env, reach(model.cfg, walk_len), walk_len, gen, max_se=0,
                             max_walks=opts.silence_walks)
         finally:
             for h in hooks:
@@ -255,26 +256,23 @@ def previous_metrics(run_dir, ckpt, opts):
 
 
 def memory_errors(model, env, walk_len, opts, progress):
-    """WM and RM error on familiar and novel maps (each ± SE, with its walks and steps), under the exact
-    split (model.reach) and, with segments, under the official release's too ("official_": each
-    segment's last prediction, WM when its node is in the segment or its memory); and the ideal
-    observer's RM error, the least this context allows."""
-    m = {}
+    """WM and RM error on familiar and novel maps (each ± SE, with its walks and steps) under each of
+    model.splits: the exact split, and with segments the official release's too ("official_"); and
+    the ideal observer's RM error, the least what a prediction sees allows."""
+    m, ways = {}, splits(model.cfg, walk_len)
     progress.stage("memory errors: familiar maps, novel maps, the ideal observer", 3)
     for novel in (False, True):
         pre = "novel_" if novel else ""
         gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS[pre + "errors"])
-        r = error_rates(model_predictor(model, gen), env, model.reach, walk_len, gen, novel, opts.max_se,
-                        opts.max_walks)
-        m.update({pre + k: v for k, v in r.items()})
-        if model.cfg.segment:
-            r = error_rates(model_predictor(model, gen), env, partial(model.reach, direct=True), walk_len, gen,
-                            novel, opts.max_se, opts.max_walks, scored=model.segment_ends(walk_len))
-            m.update({pre + "official_" + k: v for k, v in r.items()})
+        for name, (first, scored) in ways.items():
+            r = error_rates(model_predictor(model, gen), env, first, walk_len, gen, novel, opts.max_se,
+                            opts.max_walks, scored=scored)
+            m.update({pre + name + k: v for k, v in r.items()})
         progress.tick()
     gen = torch.Generator(env.device).manual_seed(opts.seed + SEEDS["ideal"])
-    r = error_rates(ideal_observer(env, model.reach), env, model.reach, walk_len, gen, False, opts.max_se,
-                    opts.max_walks, batch=max(1, 4096 // walk_len))
+    first = ways[""][0]
+    r = error_rates(ideal_observer(env, first), env, first, walk_len, gen, False, opts.max_se, opts.max_walks,
+                    batch=max(1, 4096 // walk_len))
     m["ideal_rm_error"], m["ideal_rm_error_se"] = r["rm_error"], r["rm_error_se"]
     progress.tick()
     return m
@@ -433,8 +431,8 @@ def main(argv=None):
     if twice:
         die(f"{twice[0]} and {twice[1]} hold the same checkpoint: it would count as two seeds; give each run once")
     for d, model, _, _ in loaded:
-        if opts.rate_steps <= model.span:
-            die(f"--rate_steps {opts.rate_steps} must exceed the context ({model.span}) of {d}")
+        if opts.rate_steps <= span(model.cfg):
+            die(f"--rate_steps {opts.rate_steps} must exceed the context ({span(model.cfg)}) of {d}")
     runs = []
     for d, model, env, ckpt in loaded:
         m = None if opts.redo else previous_metrics(d, ckpt, opts)

@@ -124,13 +124,9 @@ class GridWorld:
         return obs, act, pos, map_id
 
 
-def window(steps, context):
-    """(steps,) the first observation in a context of `context` observations ending at step t: t-context+1."""
-    return (torch.arange(steps) - context + 1).clamp(min=0)
-
-
 def visited_since(pos, first):
-    """(B, steps) bool: True where pos[:, t+1] is among pos[:, first[t] : t+1], first (steps,) a tensor.
+    """(B, steps) bool: True where pos[:, t+1] is among pos[:, first[t] : t+1], first (steps,) a tensor:
+    the first observation each step's prediction sees (model.reach).
 
     These are the working-memory (WM) steps: the answer is among the observations the prediction can
     see. The others are reference-memory (RM) steps: only what the weights learned about the map can
@@ -143,11 +139,6 @@ def visited_since(pos, first):
         # compare pos[:, t+1] with pos[:, t-lag] wherever t-lag >= first[t]
         seen[:, lag:] |= (target[:, lag:] == pos[:, : T - lag]) & (back[lag:] >= lag).to(pos.device)
     return seen
-
-
-def visited_in_context(pos, context):
-    """visited_since with a context of the last `context` observations."""
-    return visited_since(pos, window(pos.shape[1] - 1, context))
 
 
 def memory_counts(wrong, pos, first, scored=None):

@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from env import memory_counts, window
+from env import memory_counts
+from model import reach, span
 
 
 def draw_walks(env, batch, steps, gen, novel=False, map_id=None):
@@ -29,7 +30,7 @@ def activity(model, obs, act, g0=None):
     position vectors (g_proj's input); "ffn" [n_layer x (B, T, d_ff)], the feed-forward neurons
     after the activation; "att" [n_layer x (B, H, T, lag_units)], where att[..., t, k] is the weight
     query t gives observation t-k (0 where it does not see it). The fused attention kernel never
-    forms those weights, so meanwhile attention is spelled out (Attention.spell_out): the same
+    forms those weights, so meanwhile attention is spelled out (Attention.record): the same
     function."""
     B, T = obs.shape
     S = model.cfg.segment or T  # the steps of each pass's rows: (B*K, ...) with K segments a walk
@@ -48,28 +49,38 @@ def activity(model, obs, act, g0=None):
     hooks = [model.g_proj.register_forward_pre_hook(g)]
     hooks += [block.mlp.act.register_forward_hook(ffn) for block in model.blocks]
     for block in model.blocks:
-        block.attn.spell_out = True
+        block.attn.record = True
     try:
         logits = model(obs, act, g0)
     finally:
         for h in hooks:
             h.remove()
         for block in model.blocks:
-            block.attn.spell_out = False
-    rec["att"] = [per_walk(by_lag(model, block.attn.weights, M)[..., :model.lag_units], 2) for block in model.blocks]
+            block.attn.record = False
+    units = lag_units(model.cfg)
+    rec["att"] = [per_walk(by_lag(model.cfg, block.attn.weights[..., -S:, :M + S], M)[..., :units], 2)
+                  for block in model.blocks]  # the query rows' weights on the memory and the observations
     for block in model.blocks:
         block.attn.weights = None
     return logits, rec
 
 
-def by_lag(model, att, m):
+def lag_units(cfg):
+    """The attention lags that activity keeps as units: every lag of the context; with segments, 0 to
+    mem_len, the lags every query sees once the walk is past its first segment (a further lag is seen
+    only late in a segment, so its weight would follow the segment's phase, not the place)."""
+    return cfg.mem_len + 1 if cfg.segment else cfg.context
+
+
+def by_lag(cfg, att, m):
     """The queries' attention weights on observations (B, H, n, m+n) as (B, H, n, span): [..., t, k]
     the weight on observation t-k (0 where the query does not see it)."""
     B, H, n, _ = att.shape
+    C = span(cfg)
     k = torch.arange(n, device=att.device)[:, None] + m - torch.arange(m + n, device=att.device)  # (n, m+n)
-    out = att.new_zeros(B, H, n, model.span + 1)
-    out.scatter_add_(3, k.clamp(0, model.span).expand(B, H, n, m + n), att * (k >= 0) * (k < model.span))
-    return out[..., :model.span]
+    out = att.new_zeros(B, H, n, C + 1)
+    out.scatter_add_(3, k.clamp(0, C).expand(B, H, n, m + n), att * (k >= 0) * (k < C))
+    return out[..., :C]
 
 
 def unit_activity(rec):
@@ -79,17 +90,11 @@ def unit_activity(rec):
     return torch.cat(list(rec["ffn"]) + [a.transpose(1, 2).flatten(2) for a in rec["att"]] + [rec["g"][:, 1:]], 2)
 
 
-def first_seen(reach, steps):
-    """(steps,) the first observation each step's prediction can see: reach is a context length (the
-    last `reach` observations) or a function of the walk length, such as Model.reach."""
-    return window(steps, reach) if isinstance(reach, int) else reach(steps)
-
-
 @torch.no_grad()
 def forward_chunked(model, obs, act, g0, chunk=256, record=False):
     """model(obs, act, g0) for walks of any length: logits (B, T, n_obs) and, with record,
     unit_activity (B, T, U). A model with segments runs them all itself, side by side. Otherwise a prediction
-    at step t depends only on obs[model.reach(T)[t]..t] and g up to t+1, so g is path-integrated once
+    at step t depends only on obs[reach(cfg, T)[t]..t] and g up to t+1, so g is path-integrated once
     over the whole walk and chunks overlap by that reach, each keeping only the predictions whose
     reach lies inside it (the first chunk keeps all)."""
     T = obs.shape[1]
@@ -98,7 +103,7 @@ def forward_chunked(model, obs, act, g0, chunk=256, record=False):
             return model(obs, act, g0), None
         out, rec = activity(model, obs, act, g0)
         return out, unit_activity(rec)
-    C = int((torch.arange(T) - model.reach(T)).max()) + 1 if T else 1  # the most observations a prediction sees
+    C = int((torch.arange(T) - reach(model.cfg, T)).max()) + 1 if T else 1  # the most observations a prediction sees
     chunk = max(chunk, 2 * C)
     g = model.path_integrate(act, g0)  # (B, T+1, d_rnn)
     logits, units, s = [], [], 0
@@ -136,14 +141,14 @@ def cluster_se(wrong, steps):
 
 
 @torch.no_grad()
-def error_rates(predict, env, reach, walk_len, gen, novel=False, max_se=0.005, max_walks=20000, batch=None,
+def error_rates(predict, env, first, walk_len, gen, novel=False, max_se=0.005, max_walks=20000, batch=None,
                 scored=None):
     """WM and RM error of predict(obs, act, pos, maps) -> tokens (B, T) on fresh walks, drawn a batch
     at a time until both standard errors are below max_se or max_walks walks are used. A step is WM
-    when its node is among the observations its prediction sees (reach, as in first_seen); scored
-    (walk_len,) bool: the steps counted (None: all)."""
+    when its node is among the observations its prediction sees, from first[t] (walk_len,) to t
+    (model.reach); scored (walk_len,) bool: the steps counted (None: all)."""
     batch = batch or max(8, min(256, 16384 // walk_len))  # ~16k steps a batch, whatever the walk length
-    counts, n, first = [], 0, first_seen(reach, walk_len)  # per walk: WM wrong, WM steps, RM wrong, RM steps
+    counts, n = [], 0  # per walk: WM wrong, WM steps, RM wrong, RM steps
     while n < max_walks:
         b = min(batch, max_walks - n)
         obs, act, pos, maps = draw_walks(env, b, walk_len, gen, novel)
@@ -175,10 +180,10 @@ def start_log_likelihood(env, act):
     return node, torch.cumsum(log_move[node[:, :-1], act[:, :, None]], 1)
 
 
-def ideal_observer(env, reach):
+def ideal_observer(env, first):
     """predict(obs, act, pos, maps) -> (B, T) tokens, the Bayes-optimal prediction on familiar maps for
     an observer who knows the N maps and sees what the model sees: every action since the walk began
-    (what g integrates) and the observations its prediction sees (reach, as in first_seen). A
+    (what g integrates) and the observations its prediction sees, from first[t] (T,) to t. A
     hypothesis is a map m and a start node p; its weight is the probability of the actions from p
     under the walk's rule (start_log_likelihood), if the observations in the window match map m along
     the path, else 0. The prediction is the token with the most weight at the target node. Its WM
@@ -190,7 +195,7 @@ def ideal_observer(env, reach):
         node, log_p = start_log_likelihood(env, act)
         mismatch = [(env.maps[:, node[:, s]] != obs[:, s, None]).int() for s in range(T)]  # (M, B, n_nodes) each
         unseen = torch.zeros_like(mismatch[0], dtype=torch.int32)  # mismatches within what step t sees
-        first, lo = first_seen(reach, T), 0
+        lo = 0
         pred = torch.empty(B, T, dtype=torch.long, device=env.device)
         for t in range(T):
             unseen += mismatch[t]
@@ -236,5 +241,5 @@ def loop_walks(env, batch, prefix, gen, novel=False):
 @torch.no_grad()
 def loop_accuracy(model, env, walks, gen, novel=False):
     """Accuracy of the prediction at the loop's return step (the walk's last), over `walks` loop walks."""
-    obs, act, pos, maps = loop_walks(env, walks, model.span, gen, novel)
+    obs, act, pos, maps = loop_walks(env, walks, span(model.cfg), gen, novel)
     return (model_predictor(model, gen)(obs, act, pos, maps)[:, -1] == obs[:, -1]).float().mean().item()

@@ -28,7 +28,7 @@ def is_official(ckpt):
 
 
 def settings(config):
-    """(ModelConfig fields, GridWorld arguments) of an official config (OfficialConfig or dict)."""
+    """(ModelConfig fields, TaskConfig fields) of an official config (OfficialConfig or dict)."""
     c = config if isinstance(config, dict) else vars(config)
     assert c.get("attn_type", 1) == 1, f"attn_type {c.get('attn_type')}: only the paper's attn_type 1 is read"
     assert c.get("pre_lnorm", True) and not c.get("correction", False) and not c.get("clamp_len", 0)
@@ -45,7 +45,7 @@ def settings(config):
     return model, world
 
 
-# Our key <- the official's: the model's own, then each block's ({} the block's index).
+# Each key of model.py's layout <- the official release's key: the model's own, then each block's.
 KEYS = {"g_proj.weight": "transformer.grid_emb.0.weight", "g_proj.bias": "transformer.grid_emb.0.bias",
         "obs_emb.weight": "transformer.word_emb.weight", "ln_f.weight": "transformer.ln_f.weight",
         "ln_f.bias": "transformer.ln_f.bias", "head.weight": "classifier.weight", "head.bias": "classifier.bias"}
@@ -53,16 +53,17 @@ BLOCK_KEYS = {"attn.qkv.weight": "dec_attn.qkv_net.weight", "attn.proj.weight": 
               "ln1.weight": "dec_attn.layer_norm.weight", "ln1.bias": "dec_attn.layer_norm.bias",
               "mlp.fc.weight": "pos_ff.fc1.0.weight", "mlp.proj.weight": "pos_ff.fc2.0.weight",
               "ln2.weight": "pos_ff.layer_norm.weight", "ln2.bias": "pos_ff.layer_norm.bias"}
-RELATIVE = ("r_w_bias", "r_emb", "r_bias")  # the official's shared (n_layer, ...) tensors, ours per block
+RELATIVE = ("r_w_bias", "r_emb", "r_bias")  # one (n_layer, ...) tensor each in the official release, one per block here
 
 
-def by_lag(key, table):
-    """The official's r_emb and r_bias run over klen - 1 - lag, ours over lag (the same flip both ways)."""
+def flip_lags(key, table):
+    """The official release's r_emb and r_bias run over klen - 1 - lag, model.py's over lag: the same flip
+    turns one into the other, both ways."""
     return table if key == "r_w_bias" else table.flip(0)
 
 
 def key_pairs(n_layer):
-    """(ours, the official's) for every key renamed as it is."""
+    """(model.py's key, the official release's) for every weight that is only renamed."""
     pairs = list(KEYS.items())
     for i in range(n_layer):
         pairs += [(f"blocks.{i}.{ours}", f"transformer.layers.{i}.{theirs}") for ours, theirs in BLOCK_KEYS.items()]
@@ -77,7 +78,7 @@ def from_official(sd, n_layer):
     out["W_a"] = sd["rnn.weight"].transpose(1, 2)
     for key in RELATIVE:
         for i in range(n_layer):
-            out[f"blocks.{i}.attn.{key}"] = by_lag(key, sd["transformer." + key][i])
+            out[f"blocks.{i}.attn.{key}"] = flip_lags(key, sd["transformer." + key][i])
     return out
 
 
@@ -86,7 +87,7 @@ def to_official(sd, n_layer):
     out = {theirs: sd[ours] for ours, theirs in key_pairs(n_layer)}
     out["rnn.weight"] = sd["W_a"].transpose(1, 2)
     for key in RELATIVE:
-        out["transformer." + key] = torch.stack([by_lag(key, sd[f"blocks.{i}.attn.{key}"]) for i in range(n_layer)])
+        out["transformer." + key] = torch.stack([flip_lags(key, sd[f"blocks.{i}.attn.{key}"]) for i in range(n_layer)])
     return out
 
 

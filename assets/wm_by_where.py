@@ -6,7 +6,7 @@ segment, or only in the memory of earlier observations (RESULTS.md, the ablation
 
 On 2,048 walks of 64 steps on the familiar maps: "segment", the steps whose node was visited
 within the segment up to the prediction; "memory only", visited within what the prediction sees
-(Model.reach) but not in the segment; "RM", the rest.
+(model.reach) but not in the segment; "RM", the rest.
 """
 import os, sys
 
@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import analyze  # noqa: E402
 from env import visited_since  # noqa: E402
 from memory import draw_walks  # noqa: E402
+from model import reach  # noqa: E402
 
 torch.set_num_threads(1)
 for run in sys.argv[1:]:
@@ -30,7 +31,7 @@ for run in sys.argv[1:]:
             obs, act, pos, _ = draw_walks(env, 256, T, gen)
             wrong = model(obs[:, :T], act, model.random_g0(256, gen)).argmax(-1) != obs[:, 1:]
             in_segment = visited_since(pos, torch.arange(T) // S * S)
-            in_reach = visited_since(pos, model.reach(T))
+            in_reach = visited_since(pos, reach(model.cfg, T))
             for i, where in enumerate([in_segment, in_reach & ~in_segment, ~in_reach]):
                 wrong_seen[i] += torch.tensor([(wrong & where).sum(), where.sum()])
     err = wrong_seen[:, 0] / wrong_seen[:, 1]
