@@ -1,11 +1,14 @@
 """
 What the machine can do, for train.py and bench.py: the precision and compilation that suit a GPU,
-and its peak FLOP/s for MFU. One rule each, so that both scripts choose alike.
+its peak FLOP/s for MFU, and the data-parallel processes torchrun starts. One rule each, so that
+both scripts choose alike.
 """
 
+import os
 import re
 
 import torch
+import torch.distributed as dist
 
 
 def auto_settings(capability):
@@ -54,3 +57,39 @@ def peak_flops(device, dtype="bfloat16"):
     name = torch.cuda.get_device_name(device)
     peaks = next((v for k, v in PEAK_FLOPS.items() if re.search(rf"\b{re.escape(k)}\b", name)), None)
     return peaks and peaks[1 if dtype == "float32" else 0]
+
+
+def distributed(batch_size, device):
+    """(ddp, rank, world, device): under torchrun (which sets RANK), join the other processes, one GPU
+    each (NCCL) or CPU processes (gloo); else a single process. Raises ValueError, naming the flag, on
+    a batch the processes cannot share or more processes than GPUs."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 1, device
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if batch_size % world:
+        raise ValueError(f"--batch_size {batch_size} must be divisible by the {world} processes")
+    if device.startswith("cuda"):
+        local, here = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])  # process 0 sees it too
+        if here > torch.cuda.device_count():
+            raise ValueError(f"torchrun --nproc_per_node: {here} processes, but {torch.cuda.device_count()} GPU(s) "
+                             "here; give at most one process per GPU")
+        device = f"cuda:{local}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return True, rank, world, device
+
+
+def unavailable(device):
+    """Why `device` (cpu, cuda, cuda:1, ...) cannot be used here, as one line naming --device; None if it can."""
+    if device == "cpu":
+        return None
+    try:
+        d = torch.device(device)
+    except RuntimeError:
+        d = None
+    if d is None or d.type != "cuda" or not torch.cuda.is_available():
+        return f"--device {device!r} is not available here; use auto or cpu"
+    if (d.index or 0) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        return f"--device {device!r}: this machine has {n} GPU(s), cuda:0 to cuda:{n - 1}"
+    return None

@@ -23,14 +23,15 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import fields
+from functools import partial
 
 import torch
 
 import analyze
+import cli
 import gpu
-from cli import PRESETS
-from model import Model, ModelConfig
+import train
+from model import Model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = ("tests", "bench", "pi", "train")
@@ -40,10 +41,7 @@ TARGET_MFU, TARGET_PI_MS, TARGET_RM, TARGET_RM_S = 0.40, 2.0, 0.2, 300
 SKIPPED, NO_GPU = "skipped (--skip)", "skipped: no GPU"
 
 
-def die(msg):
-    """Bad input: one line on stderr, exit status 2."""
-    print(f"gpucheck.py: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+die = partial(cli.die, "gpucheck.py")  # bad input: one line on stderr, exit status 2
 
 
 def parse_args(argv):
@@ -150,7 +148,7 @@ def benchmarks(args, env, has_arch):
     configs = [("float32, eager", ["--dtype", "float32", "--compile", "off"]),
                ("auto dtype, eager", ["--dtype", "auto", "--compile", "off"]),
                ("auto dtype, compiled", ["--dtype", "auto", "--compile", "on"])]
-    configs += [("auto dtype, compiled, --arch xl", configs[2][1] + ["--arch", "xl"])] if has_arch else []
+    configs += [("auto dtype, compiled, --arch tem", configs[2][1] + ["--arch", "tem"])] if has_arch else []
     on_h100 = torch.cuda.is_available() and any(n in torch.cuda.get_device_name() for n in ("H100", "H200"))
     rows = []
     for label, flags in configs:
@@ -202,9 +200,9 @@ def path_integration(args, eager_ms):
     check, target = "path integration forward + backward", f"≤ {TARGET_PI_MS:g} ms at B = 512, T = 128"
     if "pi" in args.skip:
         return row(check, SKIPPED, target, "not measured")
-    preset, reps = PRESETS["small" if args.tiny else "paper"], 5 if args.tiny else 20
-    cfg = ModelConfig(**{f.name: preset[f.name] for f in fields(ModelConfig) if f.name in preset})
-    (B, T), Bb, Tb = (32, 64) if args.tiny else (512, 128), preset["batch_size"], preset["walk_len"]
+    preset, reps = train.settings(["--preset", "small" if args.tiny else "paper", "--device", "cpu"])[0], 5 if args.tiny else 20
+    cfg = train.configs(preset)[1]
+    (B, T), Bb, Tb = (32, 64) if args.tiny else (512, 128), preset.batch_size, preset.walk_len
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = gpu.auto_settings(gpu.capability(device))[0]
     try:

@@ -1,15 +1,18 @@
 """
 Train the transformer of model.py on the grid task of env.py.
 
-    python train.py --act nmda --alpha 10            # CPU: the small preset, GPU: the paper's
+    python train.py --act nmda --alpha 10           # the paper's model; CPU: the small preset, GPU: the paper's
+    python train.py --arch tem                       # TEM-t as the NMDA paper describes it
     python train.py --preset paper --act gelu --out_dir out/gelu
-    python train.py --out_dir out --resume            # go on from out/ckpt.pt
+    python train.py --out_dir out --resume           # go on from out/ckpt.pt
     torchrun --standalone --nproc_per_node=2 train.py ...   # data-parallel over 2 processes
 
-Every interval it prints and appends to out_dir/log.csv the training loss and the error rates on
-working-memory (WM) and reference-memory (RM) steps, on familiar and on novel maps, and saves
-out_dir/ckpt.pt. Ctrl-C finishes the step in progress, saves, and exits; --resume then continues
-the same run, bit for bit on a CPU.
+Every eval_interval steps it prints and appends to out_dir/log.csv the training loss and the error
+rates on working-memory (WM) and reference-memory (RM) steps, on familiar and on novel maps, and
+saves out_dir/ckpt.pt. Ctrl-C finishes the step in progress, saves, and exits; --resume then
+continues the same run, bit for bit on a CPU. The file reads top to bottom: the presets, the flags
+and how they are settled, then train(): setup, the model and the walks, init or resume, the loop.
+What keeps a run safe (checkpoint files, random streams, signals, the stop vote) is checkpoint.py's.
 """
 
 import argparse
@@ -28,154 +31,153 @@ if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads: exit 130 at once, no traceback
 
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import checkpoint  # noqa: E402
 import cli  # noqa: E402
 import gpu  # noqa: E402
-from cli import PRESETS, XL  # noqa: E402  the paper's settings, and the small ones for a CPU
 from env import Batches, GridWorld, TaskConfig, memory_counts  # noqa: E402
-from model import Model, ModelConfig  # noqa: E402
+from model import Model, ModelConfig, flops_per_step, splits  # noqa: E402
 from nmda import ACTIVATIONS  # noqa: E402
 
-# A resumed run keeps its checkpoint's settings but for those of the machine it now runs on and of
-# where it now lives (MINE, the command line's or the defaults), and may be given anew how long it
-# runs and how often it logs.
+# ---- settings -----------------------------------------------------------------------------------
+
+# The defaults are the paper's: its task (env.TaskConfig), its model (model.ModelConfig, the authors'
+# Transformer-XL) and a training for one GPU. One pass trains every step of a 128-step walk, so 256
+# walks are 32,768 predictions a step, 64 times an official step: the learning rate is 10 times the
+# official 1e-4 (RESULTS.md, paper scale). A preset changes some of them; a flag given wins over both.
+PRESETS = {
+    "paper": {},
+    # For a 2-core CPU, minutes: a 7x7 grid, 4 maps, a narrow model and segments of 8 steps with 8 of
+    # memory (a prediction sees 9 to 16 observations: a third of the steps are RM steps). RESULTS.md
+    # says how it was tuned.
+    "small": dict(size=7, num_maps=4, n_head=4, d_model=64, d_ff=256, d_rnn=32, context=16, segment=8, mem_len=8,
+                  dropout=0.0, walk_len=64, batch_size=32, lr=5e-3, max_iters=4500, eval_interval=250,
+                  eval_walks=256),
+}
+# The settings of the machine it runs on and of where it lives, which a resumed run takes anew (from the
+# command line or the defaults), and those it may be given anew: how long it runs and how often it logs.
 MINE = ("device", "dtype", "compile", "out_dir", "resume", "overwrite")
 NEW_ON_RESUME = MINE + ("max_iters", "eval_interval")
-
+SWITCHES = ("rel_lags", "obs_attend", "official_init")  # the official release's differences, bar segments
 
 die = partial(cli.die, "train.py")  # bad input: one line on stderr, exit status 2
 
 
-# ---- settings -----------------------------------------------------------------------------------
-
 def parser(only_given=False):
-    """train.py's flags. With only_given, parse_args returns the flags on the command line alone: an
-    unset flag is left out (argparse.SUPPRESS), not set to its default."""
+    """train.py's flags, grouped by what they set. With only_given, parse_args returns the flags on
+    the command line alone: an unset flag is left out (argparse.SUPPRESS), not set to its default."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 argument_default=argparse.SUPPRESS if only_given else None)
     p.error = die  # argparse's own complaints: one line, exit 2
 
-    def add(flag, default=None, **kw):  # its help ends with its default, or with the presets' values
+    def add(group, flag, default=None, **kw):  # its help ends with its default and the small preset's value
         name = flag[2:]
+        said = [f"default: {default:g}" if isinstance(default, float) else f"default: {default}"] * (default is not None)
         if name in PRESETS["small"]:
-            values = [f"{k} {v[name]:g}" if isinstance(v[name], float) else f"{k} {v[name]}"
-                      for k, v in PRESETS.items()]
-            kw["help"] += f" (presets: {', '.join(values)})"
-        elif default is not None:
-            kw["help"] += f" (default: {default})"
+            said.append(f"small preset: {PRESETS['small'][name]:g}")
+        kw["help"] += f" ({'; '.join(said)})" if said else ""
         if default is not None and not only_given:
             kw["default"] = default
-        p.add_argument(flag, **kw)
+        group.add_argument(flag, **kw)
 
-    add("--preset", choices=["auto", *PRESETS], default="auto",
-        help="paper: the paper's settings, for one GPU; small: for a 2-core CPU; auto: paper on a GPU, else small")
-    add("--act", default="nmda", help=f"feed-forward activation: {', '.join(ACTIVATIONS)}")
-    add("--alpha", type=float, default=10.0, help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear; for an "
-                                                   "activation that learns alpha, its starting value")
-    add("--beta", type=float, default=1.0, help="NMDA beta, the steepness of the gate")
-    add("--tem_t", action="store_true",
-        help="TEM-t attention: q, k from the position embedding, v from the sensory half of the normalised stream")
-    for f in fields(TaskConfig):  # the task: a flag for each of its settings
-        add(f"--{f.name}", type=f.type, default=f.default, **{"help": "a task setting (env.TaskConfig)", **f.metadata})
-    add("--arch", choices=["tem", "xl"], default="tem",
-        help="tem: TEM-t as model.py describes it; xl: the official release's Transformer-XL, all four of "
-             "--rel_lags, --obs_attend, --official_init and --segment with --mem_len, from the preset")
-    add("--rel_lags", action="store_true", help="learnable relative-lag terms in attention (the official's)")
-    add("--obs_attend", action="store_true", help="observation tokens attend to earlier observations too")
-    add("--official_init", action="store_true", help="normal(0, 0.02) init, input dropout and a read-out bias")
-    add("--segment", type=int, help="> 0: walks run in segments of this many steps, g and memory carried "
-                                    "without gradient (default: 0; with --arch xl, the preset's: paper 32, small 8)")
-    add("--mem_len", type=int, help="with --segment: earlier observation tokens every token attends to "
-                                    "(default: 0; with --arch xl, the preset's: paper 32, small 8)")
-    add("--n_layer", type=int, help="transformer blocks")
-    add("--n_head", type=int, help="attention heads")
-    add("--d_model", type=int, help="token width, half position and half sensory")
-    add("--d_ff", type=int, help="feed-forward hidden units")
-    add("--d_rnn", type=int, help="size of the position vector g")
-    add("--context", type=int, help="past observations a prediction may attend to")
-    add("--dropout", type=float, help="dropout after attention and feed-forward")
-    add("--walk_len", type=int, help="steps per training walk; every step is a prediction")
-    add("--batch_size", type=int, help="walks per optimizer step (global, over all processes)")
-    add("--lr", type=float, help="Adam's peak learning rate")
-    add("--warmup_iters", type=int, help="steps of linear warm-up from 0 to --lr, at most --max_iters; in a run "
-                                          "no longer than its preset's warm-up, a tenth of its steps")
-    add("--decay", choices=["cosine", "linear", "none"],
+    m = ModelConfig()
+    g = p.add_argument_group("the model: the activation first, then sizes (model.ModelConfig)")
+    add(g, "--act", m.act, help=f"feed-forward activation: {', '.join(ACTIVATIONS)}")
+    add(g, "--alpha", m.alpha, type=float, help="NMDA alpha, the Mg2+ block ([Mg2+]/3.57mM); 0 = linear; for an "
+                                                "activation that learns alpha, its starting value")
+    add(g, "--beta", m.beta, type=float, help="NMDA beta, the steepness of the gate")
+    add(g, "--arch", "xl", choices=["xl", "tem"],
+        help="xl: the paper's own model, the authors' Transformer-XL (all of the next group's switches on); tem: "
+             "TEM-t as the NMDA paper describes it, a window of --context observations (none of them)")
+    add(g, "--context", m.context, type=int, help="--arch tem: past observations a prediction may attend to")
+    for name, text in (("n_layer", "transformer blocks"), ("n_head", "attention heads"),
+                       ("d_model", "token width, half position and half sensory"), ("d_ff", "feed-forward neurons"),
+                       ("d_rnn", "size of the position vector g")):
+        add(g, f"--{name}", getattr(m, name), type=int, help=text)
+    add(g, "--dropout", m.dropout, type=float, help="dropout after attention and feed-forward")
+    add(g, "--qk_from_position", action="store_true",
+        help="TEM-t proper: queries and keys from the position part alone, values from the sensory half")
+    g = p.add_argument_group("the official release's differences: --arch xl turns all on; with --arch tem, "
+                             "each may be turned on alone")
+    add(g, "--rel_lags", action="store_true", help="learnable relative-lag terms in attention")
+    add(g, "--obs_attend", action="store_true", help="observation tokens attend to earlier observations too")
+    add(g, "--official_init", action="store_true", help="normal(0, 0.02) init, input dropout and a read-out bias")
+    add(g, "--segment", m.segment, type=int, help="walks in segments of this many steps, g and the memory carried "
+                                                  "without gradient; --arch tem: none unless given")
+    add(g, "--mem_len", m.mem_len, type=int, help="with segments: how many steps before its segment a token "
+                                                  "attends to; --arch tem: none unless given")
+    g = p.add_argument_group("the task (env.TaskConfig)")
+    for f in fields(TaskConfig):  # a flag for each of its settings
+        add(g, f"--{f.name}", f.default, type=f.type, **{"help": "a task setting (env.TaskConfig)", **f.metadata})
+    g = p.add_argument_group("the schedule")
+    add(g, "--max_iters", 20000, type=int, help="optimizer steps")
+    add(g, "--lr", 1e-3, type=float, help="Adam's peak learning rate")
+    add(g, "--warmup_iters", 200, type=int, help="steps of linear warm-up from 0 to --lr, at most --max_iters; in a "
+                                                 "run no longer than its preset's warm-up, a tenth of its steps")
+    add(g, "--decay", "cosine", choices=["cosine", "linear", "none"],
         help="after the warm-up the rate falls to --min_lr at --max_iters along a cosine or a line, or stays")
-    add("--min_lr", type=float, default=0.0, help="the rate at --max_iters")
-    add("--grad_clip", type=float, default=0.25, help="gradient-norm clip, 0: off")
-    add("--max_iters", type=int, help="optimizer steps")
-    add("--eval_interval", type=int, help="steps between evaluations, log lines and checkpoints")
-    add("--eval_walks", type=int, help="walks per evaluation, familiar and novel each")
-    add("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1, ...")
-    add("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-        help="autocast precision; auto: bfloat16 on a GPU of sm_80 or newer, float16 (loss-scaled) on older ones, "
-             "float32 on a CPU")
-    add("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for a GPU")
-    add("--out_dir", default="out", help="where ckpt.pt and log.csv go")
-    add("--resume", action="store_true", help="continue out_dir/ckpt.pt; --max_iters, --eval_interval, --device, "
-                                             "--dtype and --compile may be given anew")
-    add("--overwrite", action="store_true", help="start afresh even if out_dir/ckpt.pt exists")
+    add(g, "--min_lr", 0.0, type=float, help="the rate at --max_iters")
+    add(g, "--batch_size", 256, type=int, help="walks per optimizer step (global, over all processes)")
+    add(g, "--walk_len", 128, type=int, help="steps per training walk; every step is a prediction")
+    add(g, "--grad_clip", 0.25, type=float, help="gradient-norm clip, 0: off")
+    g = p.add_argument_group("the run")
+    add(g, "--preset", "auto", choices=["auto", *PRESETS],
+        help="paper: the defaults, for one GPU; small: for a 2-core CPU; auto: paper on a GPU, else small")
+    add(g, "--out_dir", "out", help="where ckpt.pt and log.csv go")
+    add(g, "--resume", action="store_true", help="continue out_dir/ckpt.pt; --max_iters, --eval_interval, "
+                                                 "--device, --dtype and --compile may be given anew")
+    add(g, "--overwrite", action="store_true", help="start afresh even if out_dir/ckpt.pt exists")
+    add(g, "--eval_interval", 500, type=int, help="steps between evaluations, log lines and checkpoints")
+    add(g, "--eval_walks", 512, type=int, help="walks per evaluation, familiar and novel each")
+    add(g, "--device", "auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1, ...")
+    add(g, "--dtype", "auto", choices=["auto", "float32", "bfloat16", "float16"],
+        help="autocast precision; auto: bfloat16 on a GPU of sm_80 or newer, float16 (loss-scaled) on older "
+             "ones, float32 on a CPU")
+    add(g, "--compile", "auto", choices=["auto", "on", "off"], help="torch.compile; auto: on for a GPU")
     return p
 
 
-def settle(argv):
-    """The run's settings and the checkpoint to resume (or None). One rule decides every setting:
+def settings(argv):
+    """The run's settings (a Namespace) and the checkpoint to resume (or None). One rule decides each:
         a flag on the command line  >  the checkpoint's (with --resume)  >  the preset's  >  the default,
-    where a resumed run takes none of MINE from its checkpoint, and 'auto' is then decided for this
-    machine. Every value is checked before anything is said about --out_dir."""
+    where a resumed run takes none of MINE from its checkpoint. Then --arch sets the switches, 'auto'
+    is decided for this machine, and every value is checked."""
     defaults = vars(parser().parse_args([]))
     given = vars(parser(only_given=True).parse_args(argv))  # the flags on the command line, and only them
     out_dir = given.get("out_dir", defaults["out_dir"])
-    ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt")) if given.get("resume") else None
-    saved = {}  # the checkpoint's settings
-    if ckpt is not None:
+    ckpt, saved = None, {}
+    if given.get("resume"):
+        try:
+            ckpt = checkpoint.for_resume(os.path.join(out_dir, "ckpt.pt"))
+        except ValueError as e:
+            die(str(e))
         saved = {k: v for k, v in checkpoint.upgrade(ckpt["args"]).items() if k not in MINE}
         fixed = sorted(k for k in given.keys() - NEW_ON_RESUME if given[k] != saved.get(k))
         if fixed:
             die(f"--{fixed[0]} cannot change when resuming: {out_dir}/ckpt.pt keeps its own settings "
                 f"(--{fixed[0]} {saved.get(fixed[0])}); start a new --out_dir to change it")
-    cuda = torch.cuda.is_available()
     device = given.get("device", defaults["device"])
-    device = ("cuda" if cuda else "cpu") if device == "auto" else device
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     preset = {**defaults, **saved, **given}["preset"]
-    chosen = preset == "auto"  # by this machine: said below
-    preset = cli.auto_preset(device) if chosen else preset
-    args = argparse.Namespace(**{**defaults, **PRESETS[preset], **saved, **given, "device": device,
-                                 "preset": preset})
-    if args.arch == "xl":  # the official release's model: its four differences, the segments of the preset
-        args.rel_lags = args.obs_attend = args.official_init = True
-        args.segment = XL[preset]["segment"] if args.segment is None else args.segment
-        args.mem_len = (XL[preset]["mem_len"] if args.segment else 0) if args.mem_len is None else args.mem_len
-    args.segment, args.mem_len = args.segment or 0, args.mem_len or 0
+    preset = ("paper" if device.startswith("cuda") else "small") if preset == "auto" else preset
+    args = argparse.Namespace(**{**defaults, **PRESETS[preset], **saved, **given, "device": device, "preset": preset})
+    if args.arch == "xl":  # the paper's model: every switch on, the segments of the flags or the preset
+        for k in SWITCHES:
+            setattr(args, k, True)
+    else:  # TEM-t: segments only where given
+        args.segment, args.mem_len = given.get("segment", saved.get("segment", 0)), given.get("mem_len", saved.get("mem_len", 0))
     if ckpt is None and "warmup_iters" not in given and args.warmup_iters >= args.max_iters:
         args.warmup_iters = args.max_iters // 10  # a quick run: the preset's warm-up shrinks with it
-    if args.segment and "context" in given:
-        die(f"--context {given['context']}: with segments a prediction sees its segment and --mem_len; give those")
-    check(args, cuda)
+    check(args, given)
     dtype, compile_ = gpu.auto_settings(gpu.capability(args.device))
     args.dtype = dtype if args.dtype == "auto" else args.dtype
     args.compile = compile_ if args.compile == "auto" else args.compile
-
-    ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
-    if ckpt is None and os.path.exists(ckpt_path) and not args.overwrite:
-        die(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to replace it, or another --out_dir")
-    try:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out_dir):
-            pass
-    except OSError as e:
-        die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
-    if chosen and int(os.environ.get("RANK", 0)) == 0:  # torchrun: process 0 alone says it
-        print(f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
-              "here; pass --preset to choose)")
     return args, ckpt
 
 
-def check(args, cuda):
+def check(args, given):
     """Every setting within its range; a message names the one flag at fault and its value."""
     if args.act not in ACTIVATIONS:
         die(f"--act {args.act!r} is unknown; choose from {', '.join(ACTIVATIONS)}")
@@ -188,42 +190,49 @@ def check(args, cuda):
             die(f"--{k} must be a finite number (got {getattr(args, k)})")
     ranges = [("alpha", 0 <= args.alpha <= 1e6, "in [0, 1e6]"), ("lr", args.lr > 0, "> 0"),
               ("min_lr", 0 <= args.min_lr <= args.lr, f"in [0, --lr {args.lr:g}]"),
-              ("warmup_iters", args.warmup_iters >= 0, "a count >= 0"),
-              ("dropout", 0 <= args.dropout < 1, "in [0, 1)"), ("grad_clip", args.grad_clip >= 0, ">= 0"),
-              ("d_model", args.d_model % 2 == 0, "even")]
+              ("warmup_iters", args.warmup_iters >= 0, "a count >= 0"), ("dropout", 0 <= args.dropout < 1, "in [0, 1)"),
+              ("grad_clip", args.grad_clip >= 0, ">= 0"), ("d_model", args.d_model % 2 == 0, "even"),
+              ("segment", args.segment >= 0, "a count >= 0"), ("mem_len", args.mem_len >= 0, "a count >= 0")]
     for k, ok, allowed in ranges:
         if not ok:
             die(f"--{k} must be {allowed} (got {getattr(args, k)})")
-    try:  # the task's settings, checked by env.TaskConfig: its message starts with the setting's name
-        task_config(args)
-    except ValueError as e:
-        die(f"--{e}")
     if args.warmup_iters > args.max_iters:
         die(f"--warmup_iters {args.warmup_iters} must be at most --max_iters {args.max_iters}: the rate would "
             "never reach --lr")
-    if args.segment < 0 or args.mem_len < 0:
-        die(f"--segment and --mem_len must be counts >= 0 (got {args.segment}, {args.mem_len})")
-    if args.mem_len and not args.segment:
-        die(f"--mem_len {args.mem_len} needs --segment: a memory is of the segments before")
-    if args.tem_t and (args.segment or args.arch == "xl"):
-        die("--tem_t has no segment memory: use it without --segment and --arch xl")
+    try:  # the task's settings, checked by env.TaskConfig: its message starts with the setting's name
+        configs(args)
+    except ValueError as e:
+        die(f"--{e}")
     if args.d_model % args.n_head:
         die(f"--n_head {args.n_head} must divide --d_model {args.d_model}")
-    if args.device != "cpu":
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            device = None
-        if device is None or device.type != "cuda" or not cuda:
-            die(f"--device {args.device!r} is not available here; use auto or cpu")
-        if (device.index or 0) >= torch.cuda.device_count():
-            die(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
-                f"cuda:{torch.cuda.device_count() - 1}")
+    if args.mem_len and not args.segment:
+        die(f"--mem_len {args.mem_len} needs --segment: a memory is of the segments before")
+    if args.segment and "context" in given:
+        die(f"--context {given['context']}: with segments a prediction sees its segment and --mem_len; give those")
+    if args.qk_from_position and args.segment:
+        die("--qk_from_position has no memory to attend to: use it with --arch tem and no --segment")
+    if gpu.unavailable(args.device):
+        die(gpu.unavailable(args.device))
 
 
-def task_config(args):
-    """The task's settings (env.TaskConfig) among the flags."""
-    return TaskConfig(**{f.name: getattr(args, f.name) for f in fields(TaskConfig)})
+def configs(args):
+    """The task's and the model's settings (env.TaskConfig, model.ModelConfig) among the flags."""
+    task = TaskConfig(**{f.name: getattr(args, f.name) for f in fields(TaskConfig)})
+    model = {f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in ("n_obs", "n_actions")}
+    return task, ModelConfig(n_obs=task.n_obs, n_actions=task.n_actions, **model)
+
+
+def out_dir_ready(args, ckpt):
+    """Never replace a run silently, and say where it cannot be written, before anything is trained."""
+    path = os.path.join(args.out_dir, "ckpt.pt")
+    if ckpt is None and os.path.exists(path) and not args.overwrite:
+        die(f"{path} exists: pass --resume to continue it, --overwrite to replace it, or another --out_dir")
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out_dir):
+            pass
+    except OSError as e:
+        die(f"--out_dir {args.out_dir}: cannot write there ({e.strerror})")
 
 
 def get_lr(step, args):
@@ -240,100 +249,11 @@ def get_lr(step, args):
     return args.min_lr + left * (args.lr - args.min_lr)
 
 
-# ---- checkpoints, evaluation, the step and the log ----------------------------------------------
-
-def load_checkpoint(path):
-    """A checkpoint of train.py that --resume can continue, read without running any code it may carry
-    (checkpoint.load); anything else ends the run with one line that says what the file is."""
-    if not os.path.isfile(path):
-        die(f"--resume: no checkpoint at {path}")
-    try:
-        ckpt = checkpoint.load(path)
-    except Exception as e:  # truncated, not a torch file, or carrying code (refused, never run)
-        die(f"--resume: {path} is not a readable checkpoint of train.py ({type(e).__name__})")
-    missing = sorted(checkpoint.ANALYSIS_KEYS - set(ckpt)) if isinstance(ckpt, dict) else ["model"]
-    if missing:
-        die(f"--resume: {path} is not a checkpoint of train.py (it lacks {', '.join(missing)})")
-    try:
-        checkpoint.configs(ckpt)
-    except (ValueError, TypeError, KeyError) as e:
-        die(f"--resume: {path}: {' '.join(str(e).split())}")
-    if "official" in ckpt["args"]:
-        die(f"--resume: {path} is the official release's checkpoint: analyze.py reads it, --resume cannot continue it")
-    missing = sorted(checkpoint.RESUME_KEYS - set(ckpt))
-    if missing:
-        die(f"--resume: {path} holds the weights and settings alone (it lacks {', '.join(missing)}): analyze.py "
-            "reads it, --resume cannot continue it")
-    if not all(isinstance(ckpt[k], dict) for k in ("model", "args", "optimizer", "rng")):
-        die(f"--resume: {path} is not a checkpoint of train.py (its parts are not what train.py writes)")
-    return ckpt
-
-
-def save_checkpoint(path, ckpt):
-    """Write to a temporary file, flush it to the disk, then rename: a crash or a full disk at any
-    moment leaves the previous ckpt.pt whole. A failure ends the run with one line."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(folder)  # the rename itself reaches the disk
-        finally:
-            os.close(folder)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        die(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept")
-
-
-def rng_states(device, ddp, world):
-    """Every process's random streams, gathered for rank 0's checkpoint: the CPU's (dropout on a CPU,
-    the initial weights) and the GPU's."""
-    mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-    if not ddp:
-        return [mine]
-    ranks = [None] * world
-    dist.all_gather_object(ranks, mine)
-    return ranks
-
-
-@torch.no_grad()
-def evaluate(model, env, args, autocast):
-    """WM and RM error on familiar and novel maps, on the same walks at every evaluation."""
-    model.eval()
-    gen = torch.Generator(env.device).manual_seed(args.seed + 12345)
-    out = {}
-    # exact: WM when the node is among the observations the prediction can see (Model.reach); with
-    # segments also the official rule: each segment's last prediction, WM when in its segment or memory
-    T = args.walk_len
-    splits = {"": (model.reach(T), None)}
-    if model.cfg.segment:
-        splits["official_"] = (model.reach(T, direct=True), model.segment_ends(T))
-    for novel in (False, True):
-        counts = {name: 0 for name in splits}
-        for i in range(0, args.eval_walks, args.batch_size):
-            n = min(args.batch_size, args.eval_walks - i)
-            obs, act, pos, _ = env.walk(n, T, novel=novel, generator=gen)
-            with autocast:
-                logits = model(obs[:, :-1], act, model.random_g0(n, generator=gen, device=env.device))
-            wrong = logits.float().argmax(-1) != obs[:, 1:]
-            for name, (first, scored) in splits.items():
-                counts[name] = counts[name] + memory_counts(wrong, pos, first, scored).sum(0)
-        for name in splits:
-            c = counts[name].tolist()
-            pre = ("novel_" if novel else "") + name
-            out[pre + "wm_error"] = c[0] / c[1] if c[1] else float("nan")  # nan: no such steps to judge
-            out[pre + "rm_error"] = c[2] / c[3] if c[3] else float("nan")
-    model.train()
-    return out
-
+# ---- the step, the evaluation, the log ----------------------------------------------------------
 
 def train_step(model, optimizer, scaler, autocast, grad_clip, obs, act, g0):
-    """One optimizer step on a batch of walks; returns the loss, left on the device (no sync)."""
+    """One optimizer step on a batch of walks, every step of each predicted; returns the loss, left on
+    the device (no sync)."""
     with autocast:
         logits = model(obs[:, :-1], act, g0)  # (B, walk_len, n_obs): every step at once
         loss = F.cross_entropy(logits.float().flatten(0, 1), obs[:, 1:].flatten())
@@ -347,12 +267,30 @@ def train_step(model, optimizer, scaler, autocast, grad_clip, obs, act, g0):
     return loss.detach()
 
 
-def non_finite(loss, step, ckpt_path):
-    """A loss that is nan or inf ends the run (exit status 1), its weights unsaved."""
-    kept = (f"the last good checkpoint is kept in {ckpt_path}" if os.path.exists(ckpt_path)
-            else "no checkpoint was saved")
-    print(f"train.py: the loss is {loss} near step {step}; stopped, and {kept}. Try a lower --lr", file=sys.stderr)
-    sys.exit(1)
+@torch.no_grad()
+def evaluate(model, env, args, autocast):
+    """WM and RM error on familiar and novel maps, on the same walks at every evaluation, under each
+    of model.splits (the exact one; with segments the official release's too)."""
+    model.eval()
+    gen = torch.Generator(env.device).manual_seed(args.seed + 12345)
+    out, ways = {}, splits(model.cfg, args.walk_len)
+    for novel in (False, True):
+        counts = dict.fromkeys(ways, 0)
+        for i in range(0, args.eval_walks, args.batch_size):
+            n = min(args.batch_size, args.eval_walks - i)
+            obs, act, pos, _ = env.walk(n, args.walk_len, novel=novel, generator=gen)
+            with autocast:
+                logits = model(obs[:, :-1], act, model.random_g0(n, generator=gen, device=env.device))
+            wrong = logits.float().argmax(-1) != obs[:, 1:]
+            for name, (first, scored) in ways.items():
+                counts[name] = counts[name] + memory_counts(wrong, pos, first, scored).sum(0)
+        for name in ways:
+            c = counts[name].tolist()
+            pre = ("novel_" if novel else "") + name
+            out[pre + "wm_error"] = c[0] / c[1] if c[1] else float("nan")  # nan: no such steps to judge
+            out[pre + "rm_error"] = c[2] / c[3] if c[3] else float("nan")
+    model.train()
+    return out
 
 
 def append_log(path, row):
@@ -368,110 +306,33 @@ def append_log(path, row):
         die(f"cannot write {path} ({e.strerror}); ckpt.pt is saved")
 
 
-def stop_now(signals, loss_sum, at_log, ddp, world):
-    """Whether to stop after this step. A single process stops at the step a signal came in.
-    Data-parallel processes decide together at a log line, all of them if any was signalled, in the
-    all-reduce that also makes loss_sum (the interval's, in place) the mean of every process's: a
-    process that stopped alone between log lines would leave the others waiting for it in the
-    gradients' all-reduce."""
-    if not ddp:
-        return bool(signals)
-    if not at_log:
-        return False
-    flags = torch.tensor([loss_sum.item(), len(signals)], dtype=torch.float64, device=loss_sum.device)
-    dist.all_reduce(flags)
-    loss_sum.fill_(flags[0].item() / world)
-    return flags[1].item() > 0
-
-
-def distributed(args):
-    """(ddp, rank, world): under torchrun (which sets RANK) join the other processes, one GPU each
-    (NCCL) or CPU processes (gloo); else a single process."""
-    if int(os.environ.get("RANK", -1)) == -1:
-        return False, 0, 1
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if args.batch_size % world:
-        die(f"--batch_size {args.batch_size} must be divisible by the {world} processes")
-    if args.device.startswith("cuda"):
-        local, here = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])  # process 0 sees it too
-        if here > torch.cuda.device_count():
-            die(f"torchrun --nproc_per_node: {here} processes, but {torch.cuda.device_count()} GPU(s) here; "
-                "give at most one process per GPU")
-        args.device = f"cuda:{local}"
-        torch.cuda.set_device(args.device)
-    dist.init_process_group(backend="nccl" if args.device.startswith("cuda") else "gloo")
-    return True, rank, world
-
-
-def restore(ckpt, args, model, optimizer, scaler, batches, rank, world):
-    """Put the model, the optimizer, the loss scale, the random streams and the stream of walks
-    back where the checkpoint left them; say so. Returns (step, n_loss, elapsed_s)."""
-    device = next(model.parameters()).device
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt["scaler"] and scaler.is_enabled():  # a float16 run going on in float16: its loss scale
-        scaler.load_state_dict(ckpt["scaler"])
-    step = ckpt["step"]
-    ran_on = torch.device(ckpt["rng"]["device"]).type  # random states are per device type
-    streams = ckpt["rng"]["ranks"] if "ranks" in ckpt["rng"] else [ckpt["rng"]]  # one per process
-    if ran_on == device.type:  # the walks, which every process draws alike, go on however many there are
-        batches.load_state(ckpt["rng"]["walks"])
-    if ran_on == device.type and len(streams) == world:  # and each process's own stream (dropout)
-        torch.set_rng_state(streams[rank]["torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(streams[rank]["cuda"], device)
-    if rank == 0:
-        afresh = ""
-        if ran_on != device.type:
-            afresh = f"; on {device.type} (it ran on {ran_on}) the random streams start afresh"
-        elif len(streams) != world:
-            afresh = f"; on {world} process(es), not {len(streams)}, the dropout streams start afresh, the walks go on"
-        print(f"resuming {args.out_dir}/ckpt.pt at step {step} of {args.max_iters}{afresh}"
-              + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
-        before = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
-        if args.max_iters != before.max_iters and args.decay != "none" and step < args.max_iters:
-            print(f"--max_iters {before.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
-                  f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
-                  f"(it would have been {get_lr(step, before):.3g})")
-    return step, ckpt["n_loss"], ckpt["elapsed_s"]
-
-
 # ---- the script ---------------------------------------------------------------------------------
 
 def main(argv=None):
-    # Ctrl-C (or SIGTERM) only asks to stop: the step in progress ends, the run is saved as it
-    # stands after it, and --resume goes on exactly from there. A second Ctrl-C stops at once.
-    signals = []
-
-    def request_stop(signum, frame):
-        signals.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
-    handlers = {s: signal.signal(s, request_stop) for s in watched}  # an ignored signal stays ignored
-    try:
+    with checkpoint.stop_requests() as signals:  # Ctrl-C asks to stop: after the step in progress, saved
         train(sys.argv[1:] if argv is None else argv, signals)
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
 
 
 def train(argv, signals):
-    # ---- settings: flags, the checkpoint of a resumed run, presets
-    args, ckpt = settle(argv)
+    # ---- settings: the flags, the checkpoint of a resumed run, the preset
+    args, ckpt = settings(argv)
+    out_dir_ready(args, ckpt)
     ckpt_path, log_path = os.path.join(args.out_dir, "ckpt.pt"), os.path.join(args.out_dir, "log.csv")
+    task, cfg = configs(args)
 
     # ---- setup: data-parallel processes (torchrun sets RANK), device, precision, seeds
-    ddp, rank, world = distributed(args)
+    try:
+        ddp, rank, world, args.device = gpu.distributed(args.batch_size, args.device)
+    except ValueError as e:
+        die(str(e))
     master, device, ptdtype = rank == 0, torch.device(args.device), getattr(torch, args.dtype)
+    say = print if master else lambda *a, **k: None  # process 0 speaks for all
     if device.type == "cuda":
         gpu.allow_tf32()
     torch.manual_seed(args.seed)
     autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
 
-    # ---- model, optimizer and the stream of walks
-    task = task_config(args)
-    cfg = ModelConfig(**{f.name: getattr(args, f.name, f.default) for f in fields(ModelConfig)})
+    # ---- the model, the optimizer and the stream of walks
     part = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)  # this process's walks
     try:
         env = GridWorld(task, device)
@@ -489,37 +350,28 @@ def train(argv, signals):
     # ---- init, or resume where the checkpoint left off
     step, loss_sum, n_loss, elapsed = 0, torch.zeros((), device=device), 0, 0.0
     if ckpt is not None:
-        step, n_loss, elapsed = restore(ckpt, args, model, optimizer, scaler, batches, rank, world)
+        afresh = checkpoint.restore(ckpt, model, optimizer, scaler, batches, rank, world)
+        step, n_loss, elapsed = ckpt["step"], ckpt["n_loss"], ckpt["elapsed_s"]
         loss_sum += ckpt["loss_sum"]
+        say(said_on_resume(args, ckpt, step, afresh))
     raw_model = model
     if args.compile == "on":
         model = torch.compile(model, dynamic=False)  # training sees one shape; evaluation runs raw_model
     if ddp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    flops_per_step = raw_model.flops_per_step(args.batch_size, args.walk_len)
-    peak = gpu.peak_flops(device, args.dtype)
+    flops, peak = flops_per_step(cfg, args.batch_size, args.walk_len), gpu.peak_flops(device, args.dtype)
     peak = peak and peak * world  # the GPUs of the global batch; None on a CPU
-    if master:
-        n_params = sum(p.numel() for p in raw_model.parameters())
-        seen = (f"segments of {args.segment}, memory {args.mem_len}" if args.segment else f"context {args.context}")
-        print(f"{args.act} alpha={args.alpha:g} beta={args.beta:g} | {args.size}x{args.size} grid, "
-              f"{args.num_maps} maps, {args.arch} model, {seen} | {n_params / 1e6:.2f}M parameters | "
-              f"{args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}"
-              f"{f' x{world} processes' if ddp else ''} | lr {args.lr:g}, {args.decay} after {args.warmup_iters} "
-              f"warm-up step{'' if args.warmup_iters == 1 else 's'}")
-        print(f"errors are arg-max error rates; chance is {1 - 1 / args.n_obs:.2f}. WM: the answer is in the "
-              "context; RM: it is not")
+    chosen = ckpt is None and not any(a == "--preset" or a.startswith("--preset=") for a in argv)
+    say(said_at_start(args, raw_model, world, chosen, compiling=args.compile == "on" and step < args.max_iters),
+        flush=True)
 
     # ---- the loop: a step; at a log line (every eval_interval steps, and the last) an evaluation, a
     # checkpoint and a line of log.csv; at a stop, a checkpoint
     if signals and not ddp:  # Ctrl-C while setting up (data-parallel: at the first log line, together)
         print("\ninterrupted before the first step: nothing was saved", file=sys.stderr)
         sys.exit(130)
-    if args.compile == "on" and master and step < args.max_iters:
-        print("compiling the model (its first step)...", flush=True)
     start_step, stop, steps_timed = step, False, 0  # steps_timed: since t_log
-    t_start = t_log = time.time()  # the process's start; the last log line (or the end of compilation)
+    t_start = t_log = time.time()  # the process's start; the last log line (or the end of the first step)
     retire_log = ckpt is None  # a fresh run's first checkpoint (a stop's too) retires the log it --overwrites
     while step < args.max_iters and not stop:
         lr = get_lr(step, args)
@@ -527,57 +379,104 @@ def train(argv, signals):
             group["lr"] = lr
         loss_sum += train_step(model, optimizer, scaler, autocast, args.grad_clip, *batches.next())
         step, n_loss, steps_timed = step + 1, n_loss + 1, steps_timed + 1
-        if step == start_step + 1 and args.compile == "on":  # compilation stays out of ms/step and the ETA
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if master:
-                print(f"compiled in {time.time() - t_log:.0f} s", flush=True)
-            t_log, steps_timed = time.time(), 0
+        if step == start_step + 1:  # the first step (and its compilation) stays out of ms/step and the ETA
+            t_log, steps_timed = first_step_done(args, device, t_log, say), 0
         at_log = step % args.eval_interval == 0 or step == args.max_iters
-        stop = stop_now(signals, loss_sum, at_log, ddp, world)
-        if at_log or stop:
-            mean_loss = loss_sum.item() / n_loss  # the one host-device sync per interval
-            if not math.isfinite(mean_loss):  # before any checkpoint: such weights are never saved
-                non_finite(mean_loss, step, ckpt_path)
-            if at_log:
-                ms = (time.time() - t_log) * 1000 / max(steps_timed, 1)  # the steps alone
-                loss_sum.zero_()
-                n_loss = 0
-                m = evaluate(raw_model, env, args, autocast) if master else None
-            ranks = rng_states(device, ddp, world)  # every process's; rank 0 writes the checkpoint
-            if master:
-                if retire_log and os.path.exists(log_path):
-                    os.remove(log_path)
-                save_checkpoint(ckpt_path, dict(
-                    model=raw_model.state_dict(), task_config=asdict(task), model_config=asdict(cfg), args=vars(args),
-                    step=step,
-                    optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
-                    n_loss=n_loss, elapsed_s=elapsed + time.time() - t_start,
-                    rng={"device": str(device), "walks": batches.state(), "ranks": ranks}))
-            retire_log = False
-            if at_log and master:
-                interval_s = time.time() - t_log  # the steps, the evaluation and the checkpoint
-                eta = interval_s / max(steps_timed, 1) * (args.max_iters - step) / 60
-                mfu = f" | MFU {flops_per_step / (ms / 1000) / peak:.1%}" if peak else ""
-                print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
-                      f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
-                      f"{ms:.1f} ms/step{mfu} | ETA {eta:.1f} min", flush=True)
-                append_log(log_path, dict(
-                    step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()}, lr=f"{lr:.4g}",
-                    ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
-            if at_log:
-                t_log, steps_timed = time.time(), 0
+        stop = checkpoint.vote_to_stop(signals, at_log, ddp)
+        if not (at_log or stop):
+            continue
+        mean_loss = checkpoint.mean_over_processes(loss_sum.item(), ddp, world) / n_loss  # the interval's one sync
+        if not math.isfinite(mean_loss):  # before any checkpoint: such weights are never saved
+            stopped_by_the_loss(mean_loss, step, ckpt_path)
+        if at_log:
+            ms = (time.time() - t_log) * 1000 / max(steps_timed, 1)  # the steps alone
+            loss_sum.zero_()
+            n_loss = 0
+            m = evaluate(raw_model, env, args, autocast) if master else None
+        ranks = checkpoint.rng_states(device, ddp, world)  # every process's; process 0 writes them
+        if master:
+            save(ckpt_path, log_path if retire_log else None, dict(
+                model=raw_model.state_dict(), task_config=asdict(task), model_config=asdict(cfg), args=vars(args),
+                step=step, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loss_sum=loss_sum.item(),
+                n_loss=n_loss, elapsed_s=elapsed + time.time() - t_start,
+                rng={"device": str(device), "walks": batches.state(), "ranks": ranks}))
+        retire_log = False
+        if at_log and master:
+            eta = (time.time() - t_log) / max(steps_timed, 1) * (args.max_iters - step) / 60  # with the evaluation
+            mfu = f" | MFU {flops / (ms / 1000) / peak:.1%}" if peak else ""
+            print(f"step {step:6d}/{args.max_iters} | loss {mean_loss:.4f} | familiar WM {m['wm_error']:.3f} "
+                  f"RM {m['rm_error']:.3f} | novel WM {m['novel_wm_error']:.3f} RM {m['novel_rm_error']:.3f} | "
+                  f"{ms:.1f} ms/step{mfu} | ETA {eta:.1f} min", flush=True)
+            append_log(log_path, dict(
+                step=step, loss=f"{mean_loss:.5f}", **{k: f"{v:.5f}" for k, v in m.items()}, lr=f"{lr:.4g}",
+                ms_per_step=f"{ms:.2f}", elapsed_s=f"{elapsed + time.time() - t_start:.1f}"))
+        if at_log:
+            t_log, steps_timed = time.time(), 0
 
     # ---- the end: finished, or stopped by a signal
     if ddp:  # let every process finish together: rank 0 may still be evaluating and saving
-        dist.barrier()
-        dist.destroy_process_group()
-    if stop and master:
-        print(f"\ninterrupted: saved {ckpt_path} at step {step}; --resume goes on from there")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     if stop:
+        say(f"\ninterrupted: saved {ckpt_path} at step {step}; --resume goes on from there")
         sys.exit(130)
-    if master:
-        print(f"done: {ckpt_path} ({step} steps). Analyse it with: python analyze.py {args.out_dir}")
+    say(f"done: {ckpt_path} ({step} steps). Analyse it with: python analyze.py {args.out_dir}")
+
+
+# ---- what the loop says and writes ------------------------------------------------------------------
+
+def first_step_done(args, device, t_log, say):
+    """The time the first step ended; with compilation, how long it took."""
+    if args.compile == "on":
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        say(f"compiled in {time.time() - t_log:.0f} s (the first step)", flush=True)
+    return time.time()
+
+
+def stopped_by_the_loss(loss, step, ckpt_path):
+    """A loss that is nan or inf ends the run (exit status 1), its weights unsaved."""
+    kept = f"the last good checkpoint is kept in {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was saved"
+    print(f"train.py: the loss is {loss} near step {step}; stopped, and {kept}. Try a lower --lr", file=sys.stderr)
+    sys.exit(1)
+
+
+def save(path, old_log, ckpt):
+    """Write ckpt.pt (checkpoint.save: whole or not at all); a fresh run's first save also removes the
+    log.csv of the run it replaces (old_log). A failure ends the run with one line."""
+    if old_log and os.path.exists(old_log):
+        os.remove(old_log)
+    try:
+        checkpoint.save(path, ckpt)
+    except OSError as e:
+        die(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept")
+
+
+def said_at_start(args, model, world, chosen, compiling):
+    """What is trained, on what, and how the errors read; chosen: whether this machine chose the preset."""
+    seen = f"segments of {args.segment}, memory {args.mem_len}" if args.segment else f"context {args.context}"
+    lines = [f"no preset given: using --preset {args.preset} ({'a GPU' if args.preset == 'paper' else 'no GPU'} "
+             "here; pass --preset to choose)"] if chosen else []
+    lines.append(f"{args.act} alpha={args.alpha:g} beta={args.beta:g} | {args.size}x{args.size} grid, {args.num_maps} "
+                 f"maps, {args.arch} model, {seen} | {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters "
+                 f"| {args.device} {args.dtype}{' compiled' if args.compile == 'on' else ''}"
+                 f"{f' x{world} processes' if world > 1 else ''} | lr {args.lr:g}, {args.decay} after "
+                 f"{args.warmup_iters} warm-up step{'' if args.warmup_iters == 1 else 's'}")
+    lines.append(f"errors are arg-max error rates; chance is {1 - 1 / args.n_obs:.2f}. WM: the answer is in what the "
+                 "prediction sees; RM: it is not")
+    return "\n".join(lines + ["compiling the model (its first step)..."] * compiling)
+
+
+def said_on_resume(args, ckpt, step, afresh):
+    """Where a resumed run goes on, what could not be put back, and what a new --max_iters does."""
+    said = (f"resuming {args.out_dir}/ckpt.pt at step {step} of {args.max_iters}" + (f"; {afresh}" if afresh else "")
+            + ("" if step < args.max_iters else "; nothing more to train: give a larger --max_iters"))
+    before = argparse.Namespace(**{**vars(args), "max_iters": ckpt["args"]["max_iters"]})
+    if args.max_iters != before.max_iters and args.decay != "none" and step < args.max_iters:
+        said += (f"\n--max_iters {before.max_iters} -> {args.max_iters}: the learning rate now falls to {args.min_lr:g} "
+                 f"at step {args.max_iters}, so at step {step} it is {get_lr(step, args):.3g} "
+                 f"(it would have been {get_lr(step, before):.3g})")
+    return said
 
 
 if __name__ == "__main__":
