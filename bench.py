@@ -12,7 +12,6 @@ pass, as the official release trains). Prints medians, predictions/s, MFU and pe
 import argparse
 import sys
 import time
-from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -21,7 +20,7 @@ import cli
 import gpu
 import train
 from env import Batches, GridWorld
-from model import Model, flops_per_step
+from model import Model
 
 die = partial(cli.die, "bench.py")  # bad input: one line on stderr, exit status 2
 
@@ -67,9 +66,8 @@ def main(argv=None):
 
     if cuda:
         gpu.allow_tf32()
-    ptdtype = getattr(torch, run.dtype)
-    autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device.type, dtype=ptdtype)
-    scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # as train.py's
+    autocast = gpu.autocast(device, run.dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=run.dtype == "float16")  # as train.py's
     torch.manual_seed(0)
     env, model = GridWorld(task, device), Model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=cuda)
@@ -108,7 +106,7 @@ def main(argv=None):
         rows.append((name, sec / len(prefixes), predictions))
         if run.compile == "on":
             torch.compiler.reset()
-    report(args, run, rows, walks, flops_per_step(cfg, B, T), gpu.peak_flops(device, run.dtype), batches.ahead)
+    report(args, run, rows, walks, gpu.flops_per_step(cfg, B, T), gpu.peak_flops(device, run.dtype), batches.ahead)
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.profile:

@@ -1,14 +1,18 @@
 """
 What the machine can do, for train.py and bench.py: the precision and compilation that suit a GPU,
-its peak FLOP/s for MFU, and the data-parallel processes torchrun starts. One rule each, so that
-both scripts choose alike.
+the devices and the data-parallel processes torchrun starts, and MFU: a GPU's peak FLOP/s and the
+model's FLOPs a step. One rule each, so that both scripts choose alike.
 """
 
+import math
 import os
 import re
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
+
+from model import attention_mask, n_lags
 
 
 def auto_settings(capability):
@@ -29,6 +33,11 @@ def capability(device):
     """The compute capability (major, minor) of a CUDA device, None for the CPU."""
     device = torch.device(device)
     return torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+
+
+def autocast(device, dtype):
+    """The context the forward passes run in: autocast to dtype ('bfloat16', 'float16'), or nothing in float32."""
+    return nullcontext() if dtype == "float32" else torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype))
 
 
 def allow_tf32():
@@ -93,3 +102,29 @@ def unavailable(device):
         n = torch.cuda.device_count()
         return f"--device {device!r}: this machine has {n} GPU(s), cuda:0 to cuda:{n - 1}"
     return None
+
+
+def flops_per_step(cfg, batch, T):
+    """Model FLOPs of one training step on `batch` walks of T predictions: forward + backward, counted
+    as 3x the forward's matrix multiplies (2 FLOPs per multiply-add), as in the PaLM/nanoGPT MFU
+    estimate. Attention counts only the pairs the mask lets through (q.k and the weighted sum of v);
+    the last block computes the query tokens alone. With segments, as computed: the last one filled
+    out, the memory's keys and values made anew in every segment (as the official release does), and
+    g where each segment starts found once without gradient."""
+    d = cfg.d_model
+    S = cfg.segment or T
+    K, M = math.ceil(T / S), cfg.mem_len if cfg.segment else 0
+    mask = attention_mask(cfg, S, K)  # (K, 2S, M+2S)
+    keys, macs = K * (M + 2 * S), 0  # the tokens each block makes keys and values of
+    for last in [False] * (cfg.n_layer - 1) + [True]:
+        seen = mask[:, S:] if last else mask  # the rows attention computes, True where a pair is seen
+        macs += keys * (d // 2 if cfg.qk_from_position else d) * 3 * d  # q, k, v (qk_from_position: from halves)
+        macs += 2 * int(seen.sum()) * d  # q.k and the weighted sum of v, over the pairs seen
+        if cfg.rel_lags:  # q against every lag's r_emb
+            macs += seen.shape[0] * seen.shape[1] * n_lags(cfg) * d
+        tokens = K * S if last else 2 * K * S
+        macs += tokens * d * d + 2 * tokens * d * cfg.d_ff  # the projection and the feed-forward
+    # path integration as computed: every step multiplies by all n_actions matrices; and g_proj
+    macs += K * S * cfg.n_actions * cfg.d_rnn ** 2 + K * (S + 1) * cfg.d_rnn * d // 2
+    starts = 2 * K * S * cfg.n_actions * cfg.d_rnn ** 2 if cfg.segment else 0  # forward only
+    return (3 * 2 * (macs + K * S * d * cfg.n_obs) + starts) * batch  # + read-out

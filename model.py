@@ -1,8 +1,9 @@
 """
-The transformer of the NMDA paper (Kim et al., NeurIPS 2023): its authors' Transformer-XL, built
+The transformer of the NMDA paper (Kim et al., NeurIPS 2023): the model of its authors' code
+(kdkyum/transformer_memory_consolidation, "the official release" below), a Transformer-XL built
 around the position code of TEM-t (Whittington et al., ICLR 2022), with the feed-forward activation
 of nmda.py. Read it top to bottom: the config, what a prediction sees, the feed-forward layer,
-attention, the block, the model; the fast path integration and the FLOP count come last.
+attention, the block, the model; the fast path integration comes last.
 
 It differs from a plain causal transformer (nanoGPT's) in five ways, each a piece with a name:
 1. Path-integrated positions (Model.path_integrate). There is no position embedding: a vector g
@@ -12,21 +13,25 @@ It differs from a plain causal transformer (nanoGPT's) in five ways, each a piec
    obs_t. Query token t joins ReLU(Linear(g_{t+1})) and the embedding of a QUERY symbol: it asks
    "what will I see where I am about to be?", and its output predicts obs_{t+1}. The sequence is
    [observation tokens ; query tokens], so every step of a walk is predicted in one pass, each
-   prediction the same function as a pass over its own prefix (as the official release trains).
+   prediction the same function as a pass over its own prefix (the official release makes one pass
+   per prefix).
 3. What a prediction sees (window_start, attention_mask). TEM-t: the last `context` observations.
-   The paper's model: the walk in segments; a token sees its own segment and the mem_len steps
-   before it. Observation tokens attend to what their step's query sees (obs_attend), or to
-   themselves alone, so that a prediction knows only its window.
-4. Segments with memory (Model.segments): Transformer-XL's recurrence. A segment's memory is the
-   previous segment's input to each block, and g where the segment starts, both without gradient.
-5. Relative-lag terms (Attention.lag_scores): Transformer-XL's learnable scores of how far back a
-   key is, added to the attention scores.
-and starts from the official release's initialisation, with dropout on the input tokens and a bias
-in the read-out (official_init).
+   The paper's model: the walk in segments; a token sees its segment up to itself and the mem_len
+   steps before the segment. Observation tokens attend to what their step's query sees
+   (obs_attend), or to themselves alone, so that a prediction knows only its window.
+4. Segments with memory (Model.segments, Model.mems): Transformer-XL's recurrence. A segment's
+   memory is each block's inputs at the mem_len steps before the segment (the previous segment's,
+   when mem_len = segment), and g where the segment starts; both carried without gradient.
+5. Relative-lag terms (Attention.lag_scores): Transformer-XL's learnable scores of how many steps
+   back a key is, added to the attention scores.
+It also starts from the official release's initialisation, with dropout on the input tokens and a
+bias in the read-out (official_init).
 
-ModelConfig's defaults are the paper's model, all of 3-5 on (train.py --arch xl, the default).
-TEM-t as the NMDA paper describes it is the same transformer with none of them and a window of
-`context` observations (train.py --arch tem).
+ModelConfig's defaults are the paper's model: 3 to 5 and the official initialisation on (train.py
+--arch xl, the default). TEM-t as the NMDA paper describes it is the same transformer with none of
+them and a window of `context` observations (train.py --arch tem). One more option, off in both:
+the attention of Whittington et al.'s TEM-t itself, where queries and keys come from the position
+part alone (qk_from_position).
 """
 
 import math
@@ -52,14 +57,15 @@ class ModelConfig:
     alpha: float = 10.0
     beta: float = 1.0
     dropout: float = 0.1
-    context: int = 64  # without segments: how many past observations a prediction may attend to
-    # The official release's model (its xlTEM, attention type 1); train.py --arch tem turns all five off.
+    context: int = 64  # without segments: how many observations a prediction may attend to, its own step's included
+    # The official release's model (its class xlTEM, with Transformer-XL's relative attention); --arch tem: all off.
     rel_lags: bool = True  # learnable relative-lag terms in attention
     obs_attend: bool = True  # observation tokens attend to earlier observations too, not to themselves alone
     segment: int = 32  # > 0: walks run in segments of this many steps, g and the memory carried without gradient
     mem_len: int = 32  # with segments: how many steps before its segment a token also attends to
     official_init: bool = True  # normal(0, 0.02) weights, dropout on the input tokens, a read-out bias
-    # TEM-t proper (an option): queries and keys from the position part alone, values from the sensory half
+    # Whittington et al.'s attention (an option): queries and keys from the position part alone, values from
+    # the sensory half
     qk_from_position: bool = False
 
 
@@ -68,8 +74,8 @@ class ModelConfig:
 def window_start(cfg, t):
     """The first observation the tokens of step t attend to (t: a tensor of steps): the last `context`
     observations, or with segments, the segment's own and the mem_len steps before it; never before
-    step 0. The attention mask, the WM/RM split (reach), the ideal observer and the analysis all read
-    what a prediction sees from here."""
+    step 0. The attention mask, the working/reference memory split (reach, below), the ideal observer
+    (memory.py) and the analysis all read what a prediction sees from here."""
     first = t // cfg.segment * cfg.segment - cfg.mem_len if cfg.segment else t - cfg.context + 1
     return first.clamp(min=0)
 
@@ -121,9 +127,9 @@ def attention_mask(cfg, n, K=1):
         queries         sees          sees (causal)      itself
     """
     M = cfg.mem_len if cfg.segment else 0
-    first = torch.arange(K)[:, None, None] * n  # (K, 1, 1): the step where each segment starts
-    t = first + torch.arange(n)[:, None]  # (K, n, 1): the step of each row
-    j = first - M + torch.arange(M + n)  # (K, 1, M + n): the step of each observation column
+    start = torch.arange(K)[:, None, None] * n  # (K, 1, 1): the step where each segment starts
+    t = start + torch.arange(n)[:, None]  # (K, n, 1): the step of each row
+    j = start - M + torch.arange(M + n)  # (K, 1, M + n): the step of each observation column
     sees = (window_start(cfg, t) <= j) & (j <= t)  # (K, n, M + n)
     itself = torch.eye(n, dtype=torch.bool).expand(K, n, n)
     obs_rows = torch.cat([sees if cfg.obs_attend else j == t, torch.zeros_like(itself)], 2)
@@ -131,9 +137,10 @@ def attention_mask(cfg, n, K=1):
 
 
 def n_lags(cfg):
-    """Lags the relative-lag terms tell apart: 0 (a token and itself) to span. With segments the
-    official table's segment + mem_len entries; the furthest lag (the last query to the first memory
-    token) shares the last entry, as the official release pads its table with its first entry."""
+    """Lags the relative-lag terms tell apart: 0 (a token and itself) to span. With segments, the
+    official table's segment + mem_len entries (lags 0 to span - 1): the furthest lag, span (the last
+    query token to the first memory token), shares the entry of lag span - 1, as the official release
+    pads its table by repeating that entry."""
     return span(cfg) if cfg.segment else span(cfg) + 1
 
 
@@ -190,14 +197,14 @@ class Attention(nn.Module):
             nn.init.normal_(self.r_emb, 0.0, 0.02)
         self.record, self.weights = False, None
 
-    def forward(self, h, rows, mask, lag, pos=None):
-        """h (N, S, d): the normalised tokens attended to (with segments, the memory's first); the
-        rows whose update is computed are its last `rows` tokens. mask (N or 1, 1, rows, S) bool and
-        lag (rows, S), from attention_mask and lags. pos (N, S, d/2): the tokens' position parts
-        (qk_from_position). Returns the rows' update (N, rows, d)."""
-        N, S, d = h.shape
-        if self.qk_from_position:  # TEM-t proper: where (q, k) decides what (v) is read
-            q, k = self.qk(pos).split(d, dim=2)
+    def forward(self, h, rows, mask, lag, g_emb=None):
+        """h (N, keys, d): the normalised tokens attended to (with segments, the memory's first); the
+        rows whose update is computed are its last `rows` tokens. mask (N or 1, 1, rows, keys) bool
+        and lag (rows, keys), from attention_mask and lags. g_emb (N, keys, d/2): the tokens' position
+        parts (qk_from_position). Returns the rows' update (N, rows, d)."""
+        N, keys, d = h.shape
+        if self.qk_from_position:  # Whittington et al.'s: where (q, k) decides what (v) is read
+            q, k = self.qk(g_emb).split(d, dim=2)
             v = self.v(h[..., d // 2:])
         else:
             q, k, v = self.qkv(h).split(d, dim=2)
@@ -206,7 +213,7 @@ class Attention(nn.Module):
             mask = self.lag_scores(q, lag).to(q.dtype).masked_fill(~mask, float("-inf"))
             q = q + self.r_w_bias[:, None].to(q.dtype)  # ... and the content bias on the queries: (q + r_w_bias) . k
         if self.record:  # memory.activity reads the weights: the same function, spelled out
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, H, rows, S)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, H, rows, keys)
             self.weights = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask).softmax(-1)
             y = self.weights @ v
         else:  # mask: True where a token may attend, or a float added to the scores
@@ -215,7 +222,7 @@ class Attention(nn.Module):
 
     def lag_scores(self, q, lag):
         """Transformer-XL's position scores, q . r_emb[lag] + r_bias[lag], for every row and column,
-        scaled as scaled_dot_product_attention scales q . k: (N, H, rows, S)."""
+        scaled as scaled_dot_product_attention scales q . k: (N, H, rows, keys)."""
         per_lag = q @ self.r_emb.permute(1, 2, 0)  # (N, H, rows, n_lags): each query against every lag
         scores = per_lag.gather(-1, lag.expand(*per_lag.shape[:2], *lag.shape)) + self.r_bias.T[:, lag]
         return scores / math.sqrt(q.shape[-1])
@@ -227,11 +234,11 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
 
-    def forward(self, x, mem, mask, lag, rows, pos=None):
+    def forward(self, x, mem, mask, lag, rows, g_emb=None):
         """x (N, 2n, d) -> the updated last `rows` tokens (N, rows, d). mem (N, M, d) or None: the
         block's inputs at the memory's steps, which its tokens attend to too."""
         h = self.ln1(x if mem is None else torch.cat([mem, x], 1))
-        x = x[:, -rows:] + self.attn(h, rows, mask[..., -rows:, :], lag[-rows:], pos)
+        x = x[:, -rows:] + self.attn(h, rows, mask[..., -rows:, :], lag[-rows:], g_emb)
         return x + self.mlp(self.ln2(x))
 
 
@@ -250,12 +257,16 @@ class Model(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.n_obs, bias=cfg.official_init)
-        if cfg.official_init:  # the official release's: normal(0, 0.02) weights, zero biases, W_a still zero
-            for name, p in self.named_parameters():
-                if name.endswith("r_bias") or (name.endswith(".bias") and p.dim() == 1):
-                    nn.init.zeros_(p)
-                elif name != "W_a" and (p.dim() > 1 or name.endswith("r_w_bias")):
-                    nn.init.normal_(p, 0.0, 0.02)
+        if cfg.official_init:
+            self.init_as_official()
+
+    def init_as_official(self):
+        """The official release's initialisation: normal(0, 0.02) weights, zero biases, W_a still zero."""
+        for name, p in self.named_parameters():
+            if name.endswith("r_bias") or (name.endswith(".bias") and p.dim() == 1):
+                nn.init.zeros_(p)
+            elif name != "W_a" and (p.dim() > 1 or name.endswith("r_w_bias")):
+                nn.init.normal_(p, 0.0, 0.02)
 
     def forward(self, obs, act, g0=None):
         """obs (B, T), act (B, T) -> logits (B, T, n_obs); logits[:, t] predicts obs[:, t+1] from
@@ -271,14 +282,14 @@ class Model(nn.Module):
         """One pass: obs (N, n), g (N, n+1, d_rnn) -> logits (N, n, n_obs). With segments, N = B*K:
         K segments of each of B walks (walk-major), whose blocks also attend to their memory."""
         n = obs.shape[1]
-        x, pos = self.tokens(obs, g)  # (N, 2n, d): [observation tokens ; query tokens]
+        x, g_emb = self.tokens(obs, g)  # (N, 2n, d): [observation tokens ; query tokens]
         mask = attention_mask(self.cfg, n, K).to(x.device)
         mask = mask[:, None] if K == 1 else mask.repeat(x.shape[0] // K, 1, 1)[:, None]  # (1 or N, 1, 2n, M+2n)
         lag = lags(self.cfg, n).to(x.device)
         for i, block in enumerate(self.blocks):
             mem = self.mems(x[:, :n], K) if self.cfg.segment else None
             last = i == len(self.blocks) - 1  # whose observation tokens' outputs nobody reads: queries alone
-            x = block(x, mem, mask, lag, n if last else 2 * n, pos)
+            x = block(x, mem, mask, lag, n if last else 2 * n, g_emb)
         return self.head(self.ln_f(x))
 
     def tokens(self, obs, g):
@@ -286,9 +297,9 @@ class Model(nn.Module):
         observation token t carries (g_t, obs_t), query token t carries (g_{t+1}, QUERY)."""
         n = obs.shape[1]
         where = F.relu(self.g_proj(g))  # (N, n+1, d/2)
-        pos = torch.cat([where[:, :n], where[:, 1:]], 1)  # (N, 2n, d/2)
+        g_emb = torch.cat([where[:, :n], where[:, 1:]], 1)  # (N, 2n, d/2)
         what = self.obs_emb(torch.cat([obs, torch.full_like(obs, self.cfg.n_obs)], 1))  # (N, 2n, d/2)
-        return self.drop_in(torch.cat([pos, what], 2)), pos
+        return self.drop_in(torch.cat([g_emb, what], 2)), g_emb
 
     def segments(self, obs, act, g0):
         """Transformer-XL's recurrence over a walk's segments, run side by side in one pass: a segment's
@@ -301,7 +312,7 @@ class Model(nn.Module):
         obs, act = F.pad(obs, (0, K * S - T)), F.pad(act, (0, K * S - T))
         with torch.no_grad():  # g where each segment starts, carried without gradient
             starts = self.path_integrate(act, g0)[:, 0:K * S:S]  # (B, K, d_rnn)
-        starts = torch.cat([g0[:, None], starts[:, 1:]], 1)  # the first segment's is g0 itself, with its gradient
+        starts = torch.cat([g0[:, None], starts[:, 1:]], 1)  # the first segment's: g0 itself, its gradient kept
         g = self.path_integrate(act.view(B * K, S), starts.flatten(0, 1))  # (B*K, S+1, d_rnn)
         return self.run(obs.view(B * K, S), g, K).view(B, K * S, -1)[:, :T]
 
@@ -386,31 +397,3 @@ class PathIntegration(torch.autograd.Function):
             g_prev, act = g[:, :T].flatten(0, 1), act.flatten()
             dW = torch.stack([(dh * (act == a)[:, None]).T @ g_prev for a in range(A)])  # (A, d, d)
         return None, dg if ctx.needs_input_grad[1] else None, dW
-
-
-# ---- for MFU: the model's FLOPs ------------------------------------------------------------------------
-
-def flops_per_step(cfg, batch, T):
-    """Model FLOPs of one training step on `batch` walks of T predictions: forward + backward, counted
-    as 3x the forward's matrix multiplies (2 FLOPs per multiply-add), as in the PaLM/nanoGPT MFU
-    estimate. Attention counts only the pairs the mask lets through (q.k and the weighted sum of v);
-    the last block computes the query tokens alone. With segments, as computed: the last one filled
-    out, the memory's keys and values made anew in every segment (as the official release does), and
-    g where each segment starts found once without gradient."""
-    d = cfg.d_model
-    S = cfg.segment or T
-    K, M = math.ceil(T / S), cfg.mem_len if cfg.segment else 0
-    mask = attention_mask(cfg, S, K)  # (K, 2S, M+2S)
-    keys, macs = K * (M + 2 * S), 0  # the tokens each block makes keys and values of
-    for last in [False] * (cfg.n_layer - 1) + [True]:
-        rows = mask[:, S:] if last else mask  # the rows attention computes
-        macs += keys * (d // 2 if cfg.qk_from_position else d) * 3 * d  # q, k, v (qk_from_position: from halves)
-        macs += 2 * int(rows.sum()) * d  # q.k and the weighted sum of v, over the pairs seen
-        if cfg.rel_lags:  # q against every lag's r_emb
-            macs += rows.shape[0] * rows.shape[1] * n_lags(cfg) * d
-        tokens = K * S if last else 2 * K * S
-        macs += tokens * d * d + 2 * tokens * d * cfg.d_ff  # the projection and the feed-forward
-    # path integration as computed: every step multiplies by all n_actions matrices; and g_proj
-    macs += K * S * cfg.n_actions * cfg.d_rnn ** 2 + K * (S + 1) * cfg.d_rnn * d // 2
-    starts = 2 * K * S * cfg.n_actions * cfg.d_rnn ** 2 if cfg.segment else 0  # forward only
-    return (3 * 2 * (macs + K * S * d * cfg.n_obs) + starts) * batch  # + read-out

@@ -33,7 +33,7 @@ import plots
 import silencing
 import train
 from env import WALKS, Batches, GridWorld, TaskConfig, visited_since
-from model import Model, ModelConfig, PathIntegration, attention_mask, flops_per_step, reach, segment_ends
+from model import Model, ModelConfig, PathIntegration, attention_mask, reach, segment_ends
 from nmda import ACTIVATIONS, NMDA, make_activation, nmda
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead
@@ -327,7 +327,7 @@ def test_flops_per_step_matches_a_flop_counter(kind):
         masked_pairs += rows.numel() - rows.sum().item()
     masked = 3 * 2 * (2 * B * masked_pairs * c.d_model)  # q.k and att @ v, x3 for backward
     g0_grad = 2 * B * c.n_actions * c.d_rnn ** 2 * len(range(0, T, S))
-    assert flops_per_step(c, B, T) == counter.get_total_flops() - masked + g0_grad
+    assert gpu.flops_per_step(c, B, T) == counter.get_total_flops() - masked + g0_grad
 
 def test_fast_path_integration_equals_the_loop_in_values_and_gradients():
     model = tiny_model(n_actions=5).double()
@@ -1409,7 +1409,7 @@ def test_no_activation_figure_without_two_activations_to_compare():
 
 
 def test_flags_a_run_may_change_on_resume_do_not_split_runs_into_settings():
-    # train.py's NEW_ON_RESUME and MINE flags (bar max_iters) do not change what a run learns: comparison
+    # train.py's NEW_ON_RESUME flags (bar max_iters) do not change what a run learns: comparison
     # does not tell runs apart by them, so a run resumed on another machine, or made before a new flag of
     # that kind, stays in its group; a setting that shapes the run (alpha) does split them.
     args = vars(train.settings(["--preset", "small", "--device", "cpu"])[0])
