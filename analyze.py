@@ -366,7 +366,8 @@ def summary(m, n_layer):
     def num(key):
         return "  n/a" if m[key] is None else f"{m[key]:.3f}"
 
-    print(f"{m['run']}: {plots.act_label(m)}, {plots.task_label(m['task_config'])}, step {m['step']}. "
+    arch = checkpoint.upgrade(m["args"])["arch"]  # a run from before --arch: TEM-t
+    print(f"{m['run']}: {plots.act_label(m)}, {arch} model, {plots.task_label(m['task_config'])}, step {m['step']}. "
           f"Errors over walks of {m['walk_len']} steps, ± SE over walks (chance {m['chance']:.3f}):")
     for pre, name in (("", "familiar"), ("novel_", "novel")):
         print(f"  {name:8s}  WM {num(pre + 'wm_error')} ± {num(pre + 'wm_error_se')} ({m[pre + 'wm_steps']} steps)"

@@ -1897,7 +1897,7 @@ def test_recipe_an_activation_with_a_parameter_per_neuron(tmp_path, monkeypatch,
     alpha = torch.load(os.path.join(run, "ckpt.pt"), weights_only=True)["model"]["blocks.0.mlp.act.log_alpha"].exp()
     assert alpha.shape == (64,) and len(alpha.unique()) > 1  # one per neuron of d_ff 64, each learned on its own
     analyze.main([run, "--quick", "--no_figures"])
-    assert "nmda_per_neuron α=10 β=1, 4 maps" in capsys.readouterr().out  # labelled with its own settings
+    assert "nmda_per_neuron α=10 β=1, xl model, 4 maps" in capsys.readouterr().out  # labelled with its own settings
     assert plots.act_label({"act": "gelu", "alpha": 3.0, "beta": 2.0}) == "gelu"  # which gelu is not built from
 
 
