@@ -2034,3 +2034,14 @@ def test_messages_say_what_the_file_or_flag_is(tiny_runs, tmp_path, capsys):
             entry(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and needle in err[0], (argv, err)
+
+
+def test_the_readme_headline_comes_out_of_the_committed_runs(tmp_path):
+    # the README's headline table is assets/headline.py's output, from assets/ alone, row for row
+    out = subprocess.run([sys.executable, os.path.join("assets", "headline.py"), str(tmp_path / "headline.png")],
+                         capture_output=True, text=True, cwd=HERE, timeout=120)
+    assert out.returncode == 0, out.stderr
+    readme = open(os.path.join(HERE, "README.md"), encoding="utf-8").read()
+    table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 6 and "\n".join(table) in readme
+    assert plots.plt.imread(str(tmp_path / "headline.png")).std() > 0

@@ -4,6 +4,7 @@ three seeds each, under the paper's model (the default, xl) with TEM-t beside it
 assets/headline_alpha0_vs_alpha10.png and the README's table, printed as it stands there.
 
     python assets/headline.py            # from the repository's top
+    python assets/headline.py FIGURE.png # the figure elsewhere
 
 Every number is read from the committed runs: the xl study's logs and metrics (assets/xl_study_logs/)
 and the TEM-t study's (assets/study_logs/, assets/study_runs.csv), as RESULTS.md's commands made them.
@@ -70,5 +71,6 @@ ax.axhline(0.9, color="gray", ls=":", lw=0.8, label="chance")
 ax.set(xlabel="optimizer step (--preset small)", ylabel="familiar RM error", ylim=(0, 1),
        title="RM error during training, N = 4 maps: mean ± SE over 3 seeds (TEM-t dashed)")
 ax.legend(fontsize=8, loc="upper right")
-fig.savefig(os.path.join(HERE, "headline_alpha0_vs_alpha10.png"), dpi=110)
-print("wrote assets/headline_alpha0_vs_alpha10.png")
+path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "headline_alpha0_vs_alpha10.png")
+fig.savefig(path, dpi=110)
+print(f"wrote {path}")
