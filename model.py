@@ -115,7 +115,7 @@ def splits(cfg, T):
     return out
 
 
-def attention_mask(cfg, n, K=1):
+def attention_mask(cfg, n, K=1, device=None):
     """Who may attend to whom in one pass over K segments of n steps each (K = 1: the whole walk):
     (K, 2n, M + 2n) bool, M = mem_len with segments, else 0. Rows: the n observation tokens, then the
     n query tokens. Columns: the M memory tokens (the steps before the segment), the n observation
@@ -127,11 +127,11 @@ def attention_mask(cfg, n, K=1):
         queries         sees          sees (causal)      itself
     """
     M = cfg.mem_len if cfg.segment else 0
-    start = torch.arange(K)[:, None, None] * n  # (K, 1, 1): the step where each segment starts
-    t = start + torch.arange(n)[:, None]  # (K, n, 1): the step of each row
-    j = start - M + torch.arange(M + n)  # (K, 1, M + n): the step of each observation column
+    start = torch.arange(K, device=device)[:, None, None] * n  # (K, 1, 1): the step where each segment starts
+    t = start + torch.arange(n, device=device)[:, None]  # (K, n, 1): the step of each row
+    j = start - M + torch.arange(M + n, device=device)  # (K, 1, M + n): the step of each observation column
     sees = (window_start(cfg, t) <= j) & (j <= t)  # (K, n, M + n)
-    itself = torch.eye(n, dtype=torch.bool).expand(K, n, n)
+    itself = torch.eye(n, dtype=torch.bool, device=device).expand(K, n, n)
     obs_rows = torch.cat([sees if cfg.obs_attend else j == t, torch.zeros_like(itself)], 2)
     return torch.cat([obs_rows, torch.cat([sees, itself], 2)], 1)
 
@@ -144,14 +144,14 @@ def n_lags(cfg):
     return span(cfg) if cfg.segment else span(cfg) + 1
 
 
-def lags(cfg, n):
+def lags(cfg, n, device=None):
     """(2n, M + 2n): how many steps back each column's token sits from each row's, where observation
     token t sits at step t and query token t at t+1 (where obs_{t+1} will be); clamped to the table.
     The same in every segment."""
     M = cfg.mem_len if cfg.segment else 0
-    steps = torch.arange(n)
+    steps = torch.arange(n, device=device)
     rows = torch.cat([steps, steps + 1])  # the observation tokens, then the query tokens
-    columns = torch.cat([torch.arange(-M, n), steps + 1])  # the memory and the observations, then the queries
+    columns = torch.cat([torch.arange(-M, n, device=device), steps + 1])  # the memory and the observations, then the queries
     return (rows[:, None] - columns).clamp(0, n_lags(cfg) - 1)
 
 
@@ -283,9 +283,9 @@ class Model(nn.Module):
         K segments of each of B walks (walk-major), whose blocks also attend to their memory."""
         n = obs.shape[1]
         x, g_emb = self.tokens(obs, g)  # (N, 2n, d): [observation tokens ; query tokens]
-        mask = attention_mask(self.cfg, n, K).to(x.device)
+        mask = attention_mask(self.cfg, n, K, x.device)
         mask = mask[:, None] if K == 1 else mask.repeat(x.shape[0] // K, 1, 1)[:, None]  # (1 or N, 1, 2n, M+2n)
-        lag = lags(self.cfg, n).to(x.device)
+        lag = lags(self.cfg, n, x.device)
         for i, block in enumerate(self.blocks):
             mem = self.mems(x[:, :n], K) if self.cfg.segment else None
             last = i == len(self.blocks) - 1  # whose observation tokens' outputs nobody reads: queries alone
