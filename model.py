@@ -150,9 +150,9 @@ def lags(cfg, n, device=None):
     The same in every segment."""
     M = cfg.mem_len if cfg.segment else 0
     steps = torch.arange(n, device=device)
-    rows = torch.cat([steps, steps + 1])  # the observation tokens, then the query tokens
-    columns = torch.cat([torch.arange(-M, n, device=device), steps + 1])  # the memory and the observations, then the queries
-    return (rows[:, None] - columns).clamp(0, n_lags(cfg) - 1)
+    row_step = torch.cat([steps, steps + 1])  # of the observation tokens, then of the query tokens
+    column_step = torch.cat([torch.arange(-M, n, device=device), steps + 1])  # memory, observations, queries
+    return (row_step[:, None] - column_step).clamp(0, n_lags(cfg) - 1)
 
 
 # ---- the network ------------------------------------------------------------------------------------
