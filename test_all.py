@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from functools import partial
 
 import numpy as np
 import pytest
@@ -22,7 +21,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import analyze
 import bench
 import checkpoint
-import cli
 import compare
 import gpu
 import gpucheck

@@ -8,7 +8,7 @@ turned off in turn, the variants in alternation, medians of ROUNDS rounds of 5 s
     OMP_NUM_THREADS=2 python assets/speed_tricks.py ../tricks tem 7
     OMP_NUM_THREADS=2 python assets/speed_tricks.py ../tricks xl 7
 """
-import sys, time, statistics, math, types
+import sys, time, statistics
 sys.path.insert(0, sys.argv[1])
 import torch, torch.nn.functional as F
 import model as M
@@ -50,7 +50,7 @@ variants["all tricks"] = (make, plain)
 
 def no_queries_only():
     model = make()
-    orig = model.run
+
     def run(obs_, act_, g0_, K=1, mem=None, start=0):
         # the old run with queries_only=False in the last block
         BK, n = obs_.shape
